@@ -1,0 +1,232 @@
+//! `keytrail agent`: checks, loads the probes, then runs one task per stage
+//! (ring buffer reader -> pipeline -> sink) until a signal or `--duration`, and shuts down in
+//! order so that events already in the kernel's ring buffer still reach the sink.
+
+use std::{
+    future::Future,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    events::{self, KernelEvent, comm},
+    files::{CgroupFilter, FileAccess, Opener},
+    probes::{self, ProbeError, Probes},
+    procs::ProcessTable,
+    record::Record,
+    sink::jsonl::{Destination, JsonlError, JsonlSink},
+    stats::{AgentCounters, stats_record},
+    watch::{self, WatchRules},
+    workload::CgroupPaths,
+};
+
+/// Kernel events between the ring reader and the pipeline.
+const EVENT_QUEUE: usize = 8192;
+/// Records between the pipeline and a sink.
+const RECORD_QUEUE: usize = 8192;
+
+/// Resolved settings for one agent run (config file merged with the command line).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub config: Config,
+    pub jsonl: Destination,
+    /// Stop after this long; None runs until a signal.
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Jsonl(#[from] JsonlError),
+    #[error("watch rules: {0}")]
+    Rules(String),
+    #[error("reading the kernel ring buffer: {0}")]
+    Ring(#[source] std::io::Error),
+}
+
+/// Runs the agent until `shutdown` completes or the duration passes.
+pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let config = &opts.config;
+    probes::check_privileges()?;
+    probes::ensure_tracefs()?;
+    let rules = WatchRules::compile(&config.watch.paths, &watch::host_homes())
+        .map_err(AgentError::Rules)?;
+    let cgroup_filter = CgroupFilter::new(&config.cgroups.include, &config.cgroups.exclude)
+        .map_err(|e| AgentError::Rules(e.to_string()))?;
+    tracing::info!(
+        globs = rules.globs.len(),
+        kernel_entries = rules.kernel.len(),
+        "watch rules compiled"
+    );
+    let sink = JsonlSink::open(&opts.jsonl).await?;
+    let mut probes = Probes::load_agent(&rules.kernel, config.limits.ring_buffer_bytes)?;
+    let ring = probes.take_ring()?;
+
+    let counters = Arc::new(AgentCounters::default());
+    let stop_reading = CancellationToken::new();
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let (record_tx, record_rx) = mpsc::channel(RECORD_QUEUE);
+
+    let sink_task = tokio::spawn(sink.run(record_rx));
+    let reader = tokio::spawn(events::read_ring(
+        ring,
+        event_tx,
+        Arc::clone(&counters.decode),
+        stop_reading.clone(),
+    ));
+    let pipeline = Pipeline {
+        procs: ProcessTable::new(),
+        cgroups: CgroupPaths::discover(),
+        files: FileAccess::new(rules, cgroup_filter, config.output.dedup_window),
+        clock: BootClock::now(),
+    };
+    let pipeline_task =
+        tokio::spawn(pipeline.run(event_rx, record_tx.clone(), Arc::clone(&counters)));
+
+    // Readiness: all probes that could attach are attached.
+    let _ = record_tx
+        .send(stats_record(&probes, &counters, false))
+        .await;
+    tracing::info!(
+        attached = probes.attached.len(),
+        failed = probes.failed.len(),
+        "agent ready"
+    );
+
+    let interval = config.output.stats_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let deadline = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown, deadline);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut deadline => break,
+            _ = ticker.tick() => {
+                if record_tx.try_send(stats_record(&probes, &counters, false)).is_err() {
+                    counters.sink_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    stop_reading.cancel();
+    let read_result = reader.await.unwrap_or(Ok(()));
+    let _ = pipeline_task.await;
+    let _ = record_tx.send(stats_record(&probes, &counters, true)).await;
+    drop(record_tx);
+    let sink_result = sink_task.await.unwrap_or(Ok(()));
+    drop(probes);
+    read_result.map_err(AgentError::Ring)?;
+    sink_result?;
+    Ok(())
+}
+
+/// Converts the kernel's CLOCK_BOOTTIME stamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+struct BootClock {
+    /// Wall-clock time at boot.
+    boot: SystemTime,
+}
+
+impl BootClock {
+    fn now() -> Self {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        Self {
+            boot: SystemTime::now() - since_boot,
+        }
+    }
+
+    fn wall(&self, boot_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(boot_ns)
+    }
+}
+
+/// The per-event stages, owned by one task so they need no locks.
+struct Pipeline {
+    procs: ProcessTable,
+    cgroups: CgroupPaths,
+    files: FileAccess,
+    clock: BootClock,
+}
+
+impl Pipeline {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<KernelEvent>,
+        tx: mpsc::Sender<Record>,
+        counters: Arc<AgentCounters>,
+    ) {
+        while let Some(event) = rx.recv().await {
+            if let Some(record) = self.handle(&event, &counters) {
+                counters.accesses.fetch_add(1, Ordering::Relaxed);
+                if tx.try_send(record).is_err() {
+                    counters.sink_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, event: &KernelEvent, counters: &AgentCounters) -> Option<Record> {
+        match event {
+            KernelEvent::ProcExec(e) => {
+                self.procs.on_exec(e);
+                None
+            }
+            KernelEvent::ProcExit(e) => {
+                self.procs.on_exit(e);
+                self.files.on_exit(e.header.pid);
+                None
+            }
+            KernelEvent::FileOpen(e) => {
+                let h = &e.header;
+                let proc = self.procs.lookup(h.pid, &comm(h));
+                let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+                let who = Opener {
+                    proc: &proc,
+                    cgroup_path: cgroup_path.as_deref(),
+                };
+                self.files
+                    .on_open(e, &who, self.clock.wall(h.time_ns), &counters.files)
+            }
+        }
+    }
+}
+
+/// `keytrail bench-floor`: attaches the empty floor programs, prints a stats line when ready
+/// and another at shutdown. Benchmarks use it to measure the cost of tracing itself.
+pub async fn run_floor(shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    probes::check_privileges()?;
+    probes::ensure_tracefs()?;
+    let probes = Probes::load_floor()?;
+    let counters = AgentCounters::default();
+    print_line(&stats_record(&probes, &counters, false));
+    shutdown.await;
+    print_line(&stats_record(&probes, &counters, true));
+    Ok(())
+}
+
+fn print_line(record: &Record) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, record);
+    let _ = writeln!(out);
+    let _ = out.flush();
+}

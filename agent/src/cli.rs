@@ -1,0 +1,80 @@
+//! The command line. Raw flags are parsed here and resolved into [`AgentOptions`] (config file
+//! merged with flags) before anything runs.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    agent::AgentOptions,
+    config::{Config, ConfigError},
+    sink::jsonl::Destination,
+};
+
+/// keytrail: which workload used which credential toward which destination.
+///
+/// Traces, from the kernel, the opens of credential files on this host and reports each as a
+/// `keytrail.credential.access` JSON line. Needs root (or CAP_BPF, CAP_PERFMON and
+/// CAP_SYS_ADMIN). Never prints a secret value.
+#[derive(Debug, Parser)]
+#[command(name = "keytrail", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent on this host until interrupted (or for --duration seconds).
+    Agent(AgentArgs),
+    /// Print the embedded default configuration, or check a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Attach empty programs on the file-open tracepoints until interrupted (benchmark floor).
+    #[command(hide = true)]
+    BenchFloor,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Configuration file (YAML). Without it the embedded default is used
+    /// (see `keytrail config default`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Write JSON lines to PATH (appended), or `-` for stdout. Overrides output.jsonl.
+    #[arg(long, value_name = "PATH|-")]
+    pub jsonl: Option<String>,
+    /// Inventory database file. Accepted for compatibility; this version keeps no inventory.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Stop after SECS seconds instead of running until SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the embedded default configuration, with comments.
+    Default,
+    /// Validate a configuration file; exits 2 naming the field at fault.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+impl AgentArgs {
+    /// Loads the config and applies the flags over it.
+    pub fn resolve(&self) -> Result<AgentOptions, ConfigError> {
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::embedded(),
+        };
+        let jsonl = Destination::parse(self.jsonl.as_deref().unwrap_or(&config.output.jsonl));
+        Ok(AgentOptions {
+            config,
+            jsonl,
+            duration: self.duration.map(Duration::from_secs),
+        })
+    }
+}

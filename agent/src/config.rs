@@ -1,0 +1,299 @@
+//! The agent's configuration: YAML with an embedded, commented default (`config/default.yaml`),
+//! parsed strictly (unknown fields are errors) and validated apart from parsing so every error
+//! names the field at fault.
+
+use std::{path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// The commented default configuration, printed by `keytrail config default`.
+pub const DEFAULT_YAML: &str = include_str!("config/default.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// What to watch.
+    #[serde(default)]
+    pub watch: WatchConfig,
+    /// Which processes to report, by cgroup.
+    #[serde(default)]
+    pub cgroups: CgroupsConfig,
+    /// Where events go.
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// Sizes of kernel structures.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Globs of credential files; see default.yaml for the syntax.
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupsConfig {
+    /// Globs of cgroup v2 paths to report; empty means all.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs of cgroup v2 paths never to report.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// `-` for stdout, else a file path.
+    #[serde(default = "default_jsonl")]
+    pub jsonl: String,
+    /// Period of `keytrail.agent.stats`.
+    #[serde(default = "default_stats_interval", with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// Window in which a repeated (process, file, outcome) is counted, not reported.
+    #[serde(default = "default_dedup_window", with = "humantime_serde")]
+    pub dedup_window: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Ring buffer bytes: a power of two, at least 64 KiB.
+    #[serde(default = "default_ring_buffer_bytes")]
+    pub ring_buffer_bytes: u32,
+}
+
+fn default_jsonl() -> String {
+    "-".into()
+}
+const fn default_stats_interval() -> Duration {
+    Duration::from_secs(60)
+}
+const fn default_dedup_window() -> Duration {
+    Duration::from_secs(60)
+}
+const fn default_ring_buffer_bytes() -> u32 {
+    4 << 20
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Config::embedded().watch
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            jsonl: default_jsonl(),
+            stats_interval: default_stats_interval(),
+            dedup_window: default_dedup_window(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: default_ring_buffer_bytes(),
+        }
+    }
+}
+
+/// A configuration problem, with the dotted path of the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {origin}: field `{field}`: {message}")]
+    Field {
+        origin: String,
+        field: String,
+        message: String,
+    },
+    #[error("config {origin}: {message}")]
+    Syntax { origin: String, message: String },
+}
+
+impl ConfigError {
+    fn field(origin: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Field {
+            origin: origin.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded default. It is tested to parse and validate, so this cannot fail at run time.
+    pub fn embedded() -> Self {
+        let de = serde_yaml_ng::Deserializer::from_str(DEFAULT_YAML);
+        // Parse without the Default impls (they call back into this function).
+        let raw: RawDefault = serde::Deserialize::deserialize(de)
+            .unwrap_or_else(|e| panic!("embedded default config is invalid: {e}"));
+        raw.0
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Config = match serde_path_to_error::deserialize(de) {
+            Ok(c) => c,
+            Err(e) => {
+                let field = e.path().to_string();
+                let message = e.into_inner().to_string();
+                return Err(if field == "." || field.is_empty() {
+                    ConfigError::Syntax {
+                        origin: origin.into(),
+                        message,
+                    }
+                } else {
+                    ConfigError::field(origin, field, message)
+                });
+            }
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense. Pure: touches nothing outside `self`.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        if self.watch.paths.is_empty() {
+            return Err(ConfigError::field(
+                origin,
+                "watch.paths",
+                "must list at least one pattern",
+            ));
+        }
+        for (i, pattern) in self.watch.paths.iter().enumerate() {
+            crate::watch::check_pattern(pattern)
+                .map_err(|m| ConfigError::field(origin, format!("watch.paths[{i}]"), m))?;
+        }
+        for (name, list) in [
+            ("cgroups.include", &self.cgroups.include),
+            ("cgroups.exclude", &self.cgroups.exclude),
+        ] {
+            for (i, pattern) in list.iter().enumerate() {
+                if !pattern.starts_with('/') {
+                    return Err(ConfigError::field(
+                        origin,
+                        format!("{name}[{i}]"),
+                        format!(
+                            "`{pattern}` must start with `/` (paths are relative to the cgroup2 mount)"
+                        ),
+                    ));
+                }
+                globset::Glob::new(pattern).map_err(|e| {
+                    ConfigError::field(origin, format!("{name}[{i}]"), e.kind().to_string())
+                })?;
+            }
+        }
+        if self.output.jsonl.is_empty() {
+            return Err(ConfigError::field(
+                origin,
+                "output.jsonl",
+                "must be `-` (stdout) or a file path",
+            ));
+        }
+        if self.output.stats_interval < Duration::from_secs(1) {
+            return Err(ConfigError::field(
+                origin,
+                "output.stats_interval",
+                "must be at least 1s",
+            ));
+        }
+        let rb = self.limits.ring_buffer_bytes;
+        if !rb.is_power_of_two() || rb < 65536 {
+            return Err(ConfigError::field(
+                origin,
+                "limits.ring_buffer_bytes",
+                format!("{rb} is not a power of two of at least 65536"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The embedded default parsed with every field required, so defaults come from the YAML alone.
+struct RawDefault(Config);
+
+impl<'de> Deserialize<'de> for RawDefault {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            watch: WatchConfig,
+            cgroups: CgroupsConfig,
+            output: OutputConfig,
+            limits: LimitsConfig,
+        }
+        let f = Full::deserialize(d)?;
+        Ok(RawDefault(Config {
+            watch: f.watch,
+            cgroups: f.cgroups,
+            output: f.output,
+            limits: f.limits,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_validates() {
+        let c = Config::parse(DEFAULT_YAML, "default").unwrap();
+        assert!(c.watch.paths.iter().any(|p| p == "~/.aws/credentials"));
+        assert_eq!(c.output.stats_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = Config::parse("{}", "t").unwrap();
+        assert_eq!(c.watch.paths, Config::embedded().watch.paths);
+        assert_eq!(c.limits.ring_buffer_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Config::parse("watch:\n  pathz: []\n", "t").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("watch") && s.contains("pathz"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let e = Config::parse("output:\n  stats_interval: soon\n", "t").unwrap_err();
+        assert!(e.to_string().contains("output.stats_interval"), "{e}");
+    }
+
+    #[test]
+    fn bad_pattern_names_its_index() {
+        let e = Config::parse("watch:\n  paths: [\"/ok/**\", \"relative/x\"]\n", "t").unwrap_err();
+        assert!(e.to_string().contains("watch.paths[1]"), "{e}");
+    }
+
+    #[test]
+    fn ring_buffer_must_be_power_of_two() {
+        let e = Config::parse("limits:\n  ring_buffer_bytes: 100000\n", "t").unwrap_err();
+        assert!(e.to_string().contains("limits.ring_buffer_bytes"), "{e}");
+    }
+}

@@ -1,0 +1,209 @@
+//! Ring buffer decoding: raw kernel records -> typed events, and the task that drains the ring
+//! buffer through tokio's `AsyncFd` (woken by epoll, never polling in a loop).
+
+use std::{
+    mem::size_of,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use aya::maps::{MapData, RingBuf};
+use keytrail_common::{EventHeader, EventKind, FileOpen, ProcExec, ProcExit};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// A decoded kernel record.
+#[derive(Clone)]
+pub enum KernelEvent {
+    FileOpen(Box<FileOpen>),
+    ProcExec(Box<ProcExec>),
+    ProcExit(ProcExit),
+}
+
+impl KernelEvent {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            KernelEvent::FileOpen(e) => &e.header,
+            KernelEvent::ProcExec(e) => &e.header,
+            KernelEvent::ProcExit(e) => &e.header,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its header")]
+    TooShort { len: usize },
+    #[error("unknown record kind {kind}")]
+    UnknownKind { kind: u32 },
+    #[error("record of kind {kind:?} has {len} bytes, expected {expected}")]
+    BadLength {
+        kind: EventKind,
+        len: usize,
+        expected: usize,
+    },
+}
+
+/// Decodes one ring buffer record.
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return Err(DecodeError::TooShort { len: bytes.len() });
+    }
+    let kind_id = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
+    let kind = EventKind::from_u32(kind_id).ok_or(DecodeError::UnknownKind { kind: kind_id })?;
+    Ok(match kind {
+        EventKind::FileOpen => KernelEvent::FileOpen(Box::new(read::<FileOpen>(kind, bytes)?)),
+        EventKind::ProcExec => KernelEvent::ProcExec(Box::new(read::<ProcExec>(kind, bytes)?)),
+        EventKind::ProcExit => KernelEvent::ProcExit(read::<ProcExit>(kind, bytes)?),
+    })
+}
+
+/// Reads a `T` from the start of `bytes`. Only for the plain-data record types of
+/// keytrail-common, whose every bit pattern is valid.
+fn read<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::BadLength {
+            kind,
+            len: bytes.len(),
+            expected: size_of::<T>(),
+        });
+    }
+    // SAFETY: length checked above; T is a repr(C) plain-data type (integers and byte arrays),
+    // so any bytes are a valid T; read_unaligned because the slice has no alignment promise.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Bytes of a fixed buffer up to `len`, as text (paths are bytes; invalid UTF-8 is replaced).
+pub fn text(buf: &[u8], len: u32) -> String {
+    let len = (len as usize).min(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// `comm` up to its NUL.
+pub fn comm(header: &EventHeader) -> String {
+    let end = header.comm.iter().position(|&b| b == 0).unwrap_or(16);
+    String::from_utf8_lossy(&header.comm[..end]).into_owned()
+}
+
+/// Counters of the decoding stage, reported in agent stats.
+#[derive(Debug, Default)]
+pub struct DecodeCounters {
+    pub received: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+/// Drains the ring buffer into `tx` until `shutdown`, then drains what is left once more.
+pub async fn read_ring(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<KernelEvent>,
+    counters: Arc<DecodeCounters>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged until dropped,
+    // which happens only after the AsyncFd is gone.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                let batch = drain(guard.get_inner_mut(), &counters);
+                guard.clear_ready();
+                drop(guard);
+                for event in batch {
+                    if tx.send(event).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    // Events submitted before shutdown are still delivered.
+    for event in drain(fd.get_mut(), &counters) {
+        if tx.send(event).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Takes everything currently in the ring (bounded by the ring's size).
+fn drain(ring: &mut RingBuf<MapData>, counters: &DecodeCounters) -> Vec<KernelEvent> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        match decode(&item) {
+            Ok(event) => out.push(event),
+            Err(e) => {
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "skipping malformed kernel record");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keytrail_common::PATH_CAP;
+
+    fn header(kind: EventKind) -> EventHeader {
+        EventHeader {
+            kind: kind as u32,
+            flags: 0,
+            time_ns: 7,
+            pid: 10,
+            tid: 11,
+            uid: 1000,
+            gid: 1000,
+            cgroup_id: 99,
+            comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a padding-free repr(C) value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn file_open_round_trip() {
+        let mut path = [0u8; PATH_CAP];
+        path[..5].copy_from_slice(b"/a.pm");
+        let ev = FileOpen {
+            header: header(EventKind::FileOpen),
+            ret: -2,
+            open_flags: 0,
+            dirfd: -100,
+            syscall: 1,
+            matched: 4,
+            path_len: 5,
+            path,
+        };
+        let KernelEvent::FileOpen(back) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(back.ret, -2);
+        assert_eq!(text(&back.path, back.path_len), "/a.pm");
+        assert_eq!(comm(&back.header), "cat");
+        assert_eq!(back.header.cgroup_id, 99);
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        assert_eq!(
+            decode(&[1, 2, 3]).unwrap_err(),
+            DecodeError::TooShort { len: 3 }
+        );
+        let mut b = bytes_of(&header(EventKind::ProcExit));
+        b[0] = 0xff;
+        assert!(matches!(decode(&b), Err(DecodeError::UnknownKind { .. })));
+        let b = bytes_of(&header(EventKind::FileOpen));
+        assert!(matches!(decode(&b), Err(DecodeError::BadLength { .. })));
+        assert_eq!(text(&[b'a', 0xff], 2), "a\u{fffd}");
+        assert_eq!(text(&[b'a'], 50), "a");
+    }
+}

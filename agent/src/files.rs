@@ -1,0 +1,320 @@
+//! File opens -> `keytrail.credential.access` records: resolves the path the kernel saw
+//! (relative paths against the process's cwd or dirfd), applies the exact glob match and the
+//! cgroup include/exclude lists, and folds repeats within the dedup window.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use keytrail_common::{FileOpen, OpenSyscall, event_flags};
+
+use crate::{
+    events::text,
+    procs::ProcInfo,
+    record::{Record, names},
+    watch::WatchRules,
+    workload::workload_of,
+};
+
+const AT_FDCWD: i32 = -100;
+/// Dedup entries kept before old ones are pruned.
+const MAX_DEDUP: usize = 16_384;
+
+/// Counters of this stage, reported in agent stats.
+#[derive(Debug, Default)]
+pub struct FileCounters {
+    /// Opens the kernel passed that the exact glob match rejected.
+    pub not_matched: AtomicU64,
+    /// Opens folded into an earlier identical one.
+    pub deduplicated: AtomicU64,
+    /// Opens by processes outside the cgroup include/exclude lists.
+    pub excluded: AtomicU64,
+    /// Relative paths whose base directory could not be read (process already gone).
+    pub unresolved: AtomicU64,
+}
+
+/// Which processes to report, by cgroup path.
+#[derive(Debug)]
+pub struct CgroupFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl CgroupFilter {
+    /// Patterns are validated by the config layer.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, globset::Error> {
+        let build = |patterns: &[String]| -> Result<Option<GlobSet>, globset::Error> {
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            let mut b = GlobSetBuilder::new();
+            for p in patterns {
+                b.add(Glob::new(p)?);
+            }
+            b.build().map(Some)
+        };
+        Ok(Self {
+            include: build(include)?,
+            exclude: build(exclude)?,
+        })
+    }
+
+    /// An unknown cgroup passes unless an include list is set.
+    pub fn allows(&self, cgroup_path: Option<&str>) -> bool {
+        match cgroup_path {
+            Some(p) => {
+                self.include.as_ref().is_none_or(|s| s.is_match(p))
+                    && !self.exclude.as_ref().is_some_and(|s| s.is_match(p))
+            }
+            None => self.include.is_none(),
+        }
+    }
+}
+
+/// Who made an open, as resolved by the process and workload stages.
+pub struct Opener<'a> {
+    pub proc: &'a ProcInfo,
+    pub cgroup_path: Option<&'a str>,
+}
+
+pub struct FileAccess {
+    rules: WatchRules,
+    cgroups: CgroupFilter,
+    dedup_window: Duration,
+    recent: HashMap<(u32, String, bool), Instant>,
+}
+
+impl FileAccess {
+    pub fn new(rules: WatchRules, cgroups: CgroupFilter, dedup_window: Duration) -> Self {
+        Self {
+            rules,
+            cgroups,
+            dedup_window,
+            recent: HashMap::new(),
+        }
+    }
+
+    /// The access record for an open, or None when it is not reported (counted in `counters`).
+    pub fn on_open(
+        &mut self,
+        ev: &FileOpen,
+        who: &Opener<'_>,
+        time: std::time::SystemTime,
+        counters: &FileCounters,
+    ) -> Option<Record> {
+        let pid = ev.header.pid;
+        let raw = text(&ev.path, ev.path_len);
+        let (path, resolved) = resolve_path(pid, ev.dirfd, &raw);
+        if resolved && !self.rules.matches(&path) {
+            counters.not_matched.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if !resolved {
+            counters.unresolved.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.cgroups.allows(who.cgroup_path) {
+            counters.excluded.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let ok = ev.ret >= 0;
+        if self.is_repeat(pid, &path, ok) {
+            counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+
+        let mut r = Record::new(names::CREDENTIAL_ACCESS, time);
+        r.set("keytrail.credential.source", "file")
+            .set("keytrail.credential.kind", "unknown")
+            .set("keytrail.credential.lifetime", "unknown")
+            .set("file.path", path);
+        if !resolved {
+            r.set("keytrail.file.path_resolved", false);
+        }
+        if ev.header.flags & event_flags::TRUNCATED != 0 {
+            r.set("keytrail.file.path_truncated", true);
+        }
+        r.set(
+            "keytrail.file.open.outcome",
+            if ok { "ok" } else { "failed" },
+        );
+        if !ok {
+            r.set("error.type", errno_name(-ev.ret));
+        }
+        r.set("keytrail.file.open.syscall", syscall_name(ev.syscall))
+            .set("keytrail.file.open.access", access_mode(ev.open_flags));
+        set_process(&mut r, ev, who);
+        Some(r)
+    }
+
+    fn is_repeat(&mut self, pid: u32, path: &str, ok: bool) -> bool {
+        if self.dedup_window.is_zero() {
+            return false;
+        }
+        let now = Instant::now();
+        let key = (pid, path.to_string(), ok);
+        if let Some(last) = self.recent.get(&key)
+            && now.duration_since(*last) < self.dedup_window
+        {
+            return true;
+        }
+        if self.recent.len() >= MAX_DEDUP {
+            let window = self.dedup_window;
+            self.recent.retain(|_, t| now.duration_since(*t) < window);
+            if self.recent.len() >= MAX_DEDUP {
+                self.recent.clear();
+            }
+        }
+        self.recent.insert(key, now);
+        false
+    }
+
+    /// Forgets a process's repeats when it exits (its pid may be reused).
+    pub fn on_exit(&mut self, pid: u32) {
+        if !self.recent.is_empty() {
+            self.recent.retain(|(p, _, _), _| *p != pid);
+        }
+    }
+}
+
+/// The process and workload attributes shared by access records.
+fn set_process(r: &mut Record, ev: &FileOpen, who: &Opener<'_>) {
+    let w = workload_of(who.cgroup_path, who.proc.exe.as_deref(), &who.proc.comm);
+    r.set("process.pid", ev.header.pid)
+        .set_opt("process.executable.path", who.proc.exe.clone())
+        .set("process.executable.name", who.proc.comm.clone())
+        .set("process.user.id", ev.header.uid)
+        .set_opt("keytrail.cgroup.path", who.cgroup_path.map(str::to_string))
+        .set("keytrail.cgroup.id", ev.header.cgroup_id)
+        .set("keytrail.workload.kind", w.kind)
+        .set("keytrail.workload.name", w.name);
+}
+
+/// The absolute path of an open, and whether it could be resolved. Relative paths are joined
+/// to the process's cwd (AT_FDCWD) or to the directory its dirfd names.
+pub fn resolve_path(pid: u32, dirfd: i32, raw: &str) -> (String, bool) {
+    if raw.starts_with('/') {
+        return (normalize(raw), true);
+    }
+    let link = if dirfd == AT_FDCWD {
+        format!("/proc/{pid}/cwd")
+    } else {
+        format!("/proc/{pid}/fd/{dirfd}")
+    };
+    match std::fs::read_link(link) {
+        Ok(base) => (
+            normalize(&format!("{}/{raw}", base.to_string_lossy())),
+            true,
+        ),
+        Err(_) => (raw.to_string(), false),
+    }
+}
+
+/// Lexical normalisation: no `//`, `.` or `..` components. (Symlinks are not followed: the
+/// path is reported as the process named it.)
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn syscall_name(id: u32) -> &'static str {
+    match id {
+        x if x == OpenSyscall::Open as u32 => "open",
+        x if x == OpenSyscall::Openat as u32 => "openat",
+        x if x == OpenSyscall::Openat2 as u32 => "openat2",
+        _ => "unknown",
+    }
+}
+
+fn access_mode(flags: u64) -> &'static str {
+    match flags & libc::O_ACCMODE as u64 {
+        0 => "read",
+        1 => "write",
+        _ => "read_write",
+    }
+}
+
+/// The symbolic name of an errno, as OpenTelemetry's `error.type` wants a low-cardinality value.
+pub fn errno_name(errno: i64) -> String {
+    let name = match errno as i32 {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::ENXIO => "ENXIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ELOOP => "ELOOP",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::E2BIG => "E2BIG",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_lexically() {
+        assert_eq!(normalize("/a//b/./c/../d"), "/a/b/d");
+        assert_eq!(normalize("/../x"), "/x");
+        assert_eq!(normalize("/"), "/");
+    }
+
+    #[test]
+    fn relative_paths_use_cwd() {
+        let cwd = std::env::current_dir().unwrap();
+        let (p, ok) = resolve_path(std::process::id(), AT_FDCWD, "sub/../k.pem");
+        assert!(ok);
+        assert_eq!(p, format!("{}/k.pem", cwd.display()));
+        let (p, ok) = resolve_path(u32::MAX, AT_FDCWD, "k.pem");
+        assert!(!ok);
+        assert_eq!(p, "k.pem");
+    }
+
+    #[test]
+    fn cgroup_filter() {
+        let f = CgroupFilter::new(&["/kubepods/**".into()], &["/kubepods/skip/**".into()]).unwrap();
+        assert!(f.allows(Some("/kubepods/pod1/c1")));
+        assert!(!f.allows(Some("/kubepods/skip/c1")));
+        assert!(!f.allows(Some("/system.slice/x.service")));
+        assert!(!f.allows(None));
+        assert!(CgroupFilter::new(&[], &[]).unwrap().allows(None));
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(2), "ENOENT");
+        assert_eq!(errno_name(9999), "errno 9999");
+        assert_eq!(access_mode(libc::O_RDWR as u64), "read_write");
+    }
+}

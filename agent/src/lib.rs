@@ -1,0 +1,18 @@
+//! keytrail's agent as a library: one module per stage of the data flow.
+//!
+//! `probes` (load/attach) -> `events` (ring buffer decode) -> `procs` / `workload` (who) ->
+//! `files` (file opens -> access records) -> `sink` (JSON lines). `watch` compiles the watch
+//! rules for both the kernel prefilter and the exact match; `agent` wires the stages together.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod files;
+pub mod probes;
+pub mod procs;
+pub mod record;
+pub mod sink;
+pub mod stats;
+pub mod watch;
+pub mod workload;

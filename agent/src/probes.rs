@@ -1,0 +1,414 @@
+//! Loading and attaching the kernel programs: privilege and tracefs checks, the prefilter maps
+//! filled from the watch rules, one attach per program (a failure is reported and the rest keep
+//! running), and the counters read back for agent stats.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::TracePoint,
+};
+use keytrail_common::{
+    BASENAME_MAX, KernelConfig, PREFIX_MAX, ProbeCounters, ProbeId, SUFFIX_MAX, filter, names,
+};
+
+use crate::watch::KernelEntry;
+
+/// The kernel object built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keytrail"));
+
+/// One program and the tracepoint it attaches to.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    pub category: &'static str,
+    pub tracepoint: &'static str,
+}
+
+const fn tp(name: &'static str, category: &'static str, tracepoint: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        category,
+        tracepoint,
+    }
+}
+
+/// The agent's programs. Lifecycle first, so the exec of a process is known before its opens.
+pub const AGENT_PROGRAMS: &[ProgramSpec] = &[
+    tp("proc_exec", "sched", "sched_process_exec"),
+    tp("proc_exit", "sched", "sched_process_exit"),
+    tp("file_exit_openat", "syscalls", "sys_exit_openat"),
+    tp("file_exit_openat2", "syscalls", "sys_exit_openat2"),
+    tp("file_exit_open", "syscalls", "sys_exit_open"),
+    tp("file_enter_openat", "syscalls", "sys_enter_openat"),
+    tp("file_enter_openat2", "syscalls", "sys_enter_openat2"),
+    tp("file_enter_open", "syscalls", "sys_enter_open"),
+];
+
+/// Empty programs on the file-open tracepoints: the cost floor for benchmarks.
+pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
+    tp("floor_enter_openat", "syscalls", "sys_enter_openat"),
+    tp("floor_exit_openat", "syscalls", "sys_exit_openat"),
+    tp("floor_enter_openat2", "syscalls", "sys_enter_openat2"),
+    tp("floor_exit_openat2", "syscalls", "sys_exit_openat2"),
+    tp("floor_enter_open", "syscalls", "sys_enter_open"),
+    tp("floor_exit_open", "syscalls", "sys_exit_open"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "missing privileges: {missing} (run as root, or grant CAP_BPF, CAP_PERFMON and \
+         CAP_SYS_ADMIN)"
+    )]
+    Privileges { missing: String },
+    #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0}")]
+    Tracefs(#[source] std::io::Error),
+    #[error("loading the kernel object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("kernel map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("kernel map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("no program could be attached; failures: {0}")]
+    NothingAttached(String),
+}
+
+/// A program that could not be loaded or attached.
+#[derive(Debug, Clone)]
+pub struct AttachFailure {
+    pub program: &'static str,
+    pub error: String,
+}
+
+/// Loaded programs; dropping this detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub attached: Vec<&'static str>,
+    pub failed: Vec<AttachFailure>,
+}
+
+/// Kernel-side cost of one program (needs `kernel.bpf_stats_enabled=1`).
+#[derive(Debug, Clone)]
+pub struct ProgramCost {
+    pub program: &'static str,
+    pub run_time: Duration,
+    pub run_count: u64,
+}
+
+/// Checks the effective capabilities needed to load and attach.
+pub fn check_privileges() -> Result<(), ProbeError> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    let mut missing = Vec::new();
+    // CAP_SYS_ADMIN alone also grants BPF and perf on every kernel.
+    if !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_SYS_ADMIN (mount tracefs, attach to the cgroup root)");
+        if !has(CAP_BPF) {
+            missing.push("CAP_BPF");
+        }
+        if !has(CAP_PERFMON) {
+            missing.push("CAP_PERFMON");
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ProbeError::Privileges {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// Tracepoint attach reads ids from tracefs, which many hosts do not mount at boot.
+pub fn ensure_tracefs() -> Result<(), ProbeError> {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if std::path::Path::new(dir).join("events").is_dir() {
+            return Ok(());
+        }
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: constant NUL-terminated strings; no data pointer for tracefs.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!("mounted tracefs on /sys/kernel/tracing");
+    Ok(())
+}
+
+impl Probes {
+    /// Loads the object, fills the prefilter from `entries`, and attaches the agent's programs.
+    pub fn load_agent(
+        entries: &BTreeSet<KernelEntry>,
+        ring_buffer_bytes: u32,
+    ) -> Result<Self, ProbeError> {
+        let mut ebpf = load_object(ring_buffer_bytes)?;
+        let filters = fill_filters(&mut ebpf, entries)?;
+        let mut config: Array<_, KernelConfig> = Array::try_from(
+            ebpf.map_mut(names::CONFIG)
+                .ok_or(ProbeError::MissingMap(names::CONFIG))?,
+        )
+        .map_err(|source| ProbeError::Map {
+            name: names::CONFIG,
+            source,
+        })?;
+        config
+            .set(
+                0,
+                KernelConfig {
+                    agent_tgid: std::process::id(),
+                    filters,
+                },
+                0,
+            )
+            .map_err(|source| ProbeError::Map {
+                name: names::CONFIG,
+                source,
+            })?;
+        Self::attach_all(ebpf, AGENT_PROGRAMS)
+    }
+
+    /// Loads the object and attaches only the empty floor programs.
+    pub fn load_floor() -> Result<Self, ProbeError> {
+        let ebpf = load_object(64 * 1024)?;
+        Self::attach_all(ebpf, FLOOR_PROGRAMS)
+    }
+
+    fn attach_all(mut ebpf: Ebpf, specs: &[ProgramSpec]) -> Result<Self, ProbeError> {
+        let mut attached = Vec::new();
+        let mut failed = Vec::new();
+        for spec in specs {
+            match attach(&mut ebpf, spec) {
+                Ok(()) => attached.push(spec.name),
+                Err(error) => {
+                    tracing::warn!(
+                        program = spec.name,
+                        tracepoint = format!("{}/{}", spec.category, spec.tracepoint),
+                        %error,
+                        "probe not attached; the others keep running"
+                    );
+                    failed.push(AttachFailure {
+                        program: spec.name,
+                        error,
+                    });
+                }
+            }
+        }
+        if attached.is_empty() {
+            let all = failed
+                .iter()
+                .map(|f| format!("{}: {}", f.program, f.error))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ProbeError::NothingAttached(all));
+        }
+        Ok(Self {
+            ebpf,
+            attached,
+            failed,
+        })
+    }
+
+    /// Takes the ring buffer for the reader task.
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or(ProbeError::MissingMap(names::EVENTS))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: names::EVENTS,
+            source,
+        })
+    }
+
+    /// Seen/dropped per probe, summed over CPUs.
+    pub fn counters(&self) -> Vec<(ProbeId, ProbeCounters)> {
+        let Some(map) = self.ebpf.map(names::PROBE_STATS) else {
+            return Vec::new();
+        };
+        let Ok(array) = PerCpuArray::<_, ProbeCounters>::try_from(map) else {
+            return Vec::new();
+        };
+        ProbeId::ALL
+            .iter()
+            .map(|&id| {
+                let mut sum = ProbeCounters::default();
+                if let Ok(per_cpu) = array.get(&(id as u32), 0) {
+                    for c in per_cpu.iter() {
+                        sum.seen += c.seen;
+                        sum.dropped += c.dropped;
+                    }
+                }
+                (id, sum)
+            })
+            .collect()
+    }
+
+    /// Kernel run time and count per attached program; empty unless bpf_stats is enabled.
+    pub fn costs(&self) -> Vec<ProgramCost> {
+        if !bpf_stats_enabled() {
+            return Vec::new();
+        }
+        self.attached
+            .iter()
+            .filter_map(|&name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some(ProgramCost {
+                    program: name,
+                    run_time: info.run_time(),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// True when `kernel.bpf_stats_enabled` is on.
+pub fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
+}
+
+fn load_object(ring_buffer_bytes: u32) -> Result<Ebpf, ProbeError> {
+    raise_memlock_limit();
+    Ok(EbpfLoader::new()
+        .map_max_entries(names::EVENTS, ring_buffer_bytes)
+        .load(OBJECT)?)
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels with memcg accounting");
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(spec.name)
+        .ok_or_else(|| "program missing from the kernel object".to_string())?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    program.load().map_err(|e| {
+        tracing::debug!(program = spec.name, error = %e, "verifier log");
+        format!("load: {}", verifier_summary(&e.to_string()))
+    })?;
+    program
+        .attach(spec.category, spec.tracepoint)
+        .map_err(|e| format!("attach to {}/{}: {e}", spec.category, spec.tracepoint))?;
+    Ok(())
+}
+
+/// The verifier's log can run to megabytes: keep its first line and its verdict.
+fn verifier_summary(error: &str) -> String {
+    let lines: Vec<&str> = error.lines().collect();
+    if lines.len() <= 6 {
+        return error.to_string();
+    }
+    let head = lines[0];
+    let tail = lines[lines.len() - 4..].join(" | ");
+    format!("{head} [...] {tail} (set KEYTRAIL_LOG=debug for the whole log)")
+}
+
+/// Fills the prefilter maps; returns the [`filter`] bits of the non-empty ones.
+fn fill_filters(ebpf: &mut Ebpf, entries: &BTreeSet<KernelEntry>) -> Result<u32, ProbeError> {
+    let mut bits = 0;
+    let map_err = |name: &'static str| move |source| ProbeError::Map { name, source };
+    // Basenames: "anywhere" wins over "relative only" for the same name.
+    let mut basenames: std::collections::BTreeMap<&str, u32> = Default::default();
+    for e in entries {
+        if let KernelEntry::Basename {
+            name,
+            relative_only,
+        } = e
+        {
+            let v = if *relative_only {
+                filter::BASENAME_RELATIVE_ONLY
+            } else {
+                filter::BASENAME_ANYWHERE
+            };
+            *basenames.entry(name).or_default() |= v;
+        }
+    }
+    {
+        let map = ebpf
+            .map_mut(names::FILTER_BASENAME)
+            .ok_or(ProbeError::MissingMap(names::FILTER_BASENAME))?;
+        let mut map: HashMap<_, [u8; BASENAME_MAX], u32> =
+            HashMap::try_from(map).map_err(map_err(names::FILTER_BASENAME))?;
+        for (name, v) in &basenames {
+            map.insert(padded::<BASENAME_MAX>(name.as_bytes()), v, 0)
+                .map_err(map_err(names::FILTER_BASENAME))?;
+            bits |= filter::BASENAME;
+        }
+    }
+    bits |= fill_trie::<BASENAME_MAX>(ebpf, names::FILTER_BASENAME_PREFIX, entries, |e| match e {
+        KernelEntry::BasenamePrefix(p) => Some((p.as_bytes().to_vec(), filter::BASENAME_PREFIX)),
+        _ => None,
+    })?;
+    bits |= fill_trie::<SUFFIX_MAX>(ebpf, names::FILTER_SUFFIX, entries, |e| match e {
+        KernelEntry::Suffix(s) => Some((s.bytes().rev().collect(), filter::SUFFIX)),
+        KernelEntry::DirSuffix(s) => Some((s.bytes().rev().collect(), filter::DIR_SUFFIX)),
+        _ => None,
+    })?;
+    bits |= fill_trie::<PREFIX_MAX>(ebpf, names::FILTER_PREFIX, entries, |e| match e {
+        KernelEntry::Prefix(p) => Some((p.as_bytes().to_vec(), filter::PREFIX)),
+        _ => None,
+    })?;
+    Ok(bits)
+}
+
+/// Inserts `select`ed byte strings as full-length prefixes; returns the union of their bits.
+fn fill_trie<const N: usize>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    entries: &BTreeSet<KernelEntry>,
+    select: impl Fn(&KernelEntry) -> Option<(Vec<u8>, u32)>,
+) -> Result<u32, ProbeError> {
+    let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
+    let mut trie: LpmTrie<_, [u8; N], u32> =
+        LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+    let mut bits = 0;
+    for (bytes, bit) in entries.iter().filter_map(select) {
+        let key = Key::new((bytes.len() * 8) as u32, padded::<N>(&bytes));
+        trie.insert(&key, 1, 0)
+            .map_err(|source| ProbeError::Map { name, source })?;
+        bits |= bit;
+    }
+    Ok(bits)
+}
+
+fn padded<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = bytes.len().min(N);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}

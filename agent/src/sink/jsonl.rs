@@ -1,0 +1,90 @@
+//! JSON lines sink: one flat JSON object per line, to stdout or appended to a file.
+
+use std::path::PathBuf;
+
+use tokio::{
+    fs::OpenOptions,
+    io::{AsyncWrite, AsyncWriteExt, BufWriter},
+    sync::mpsc,
+};
+
+use crate::record::Record;
+
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Destination {
+    /// `-` means stdout.
+    pub fn parse(s: &str) -> Self {
+        if s == "-" {
+            Destination::Stdout
+        } else {
+            Destination::File(PathBuf::from(s))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JsonlError {
+    #[error("cannot open JSON lines output {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing JSON lines output: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// An opened JSON lines destination.
+pub struct JsonlSink {
+    out: BufWriter<Box<dyn AsyncWrite + Unpin + Send>>,
+}
+
+impl JsonlSink {
+    /// Opens the destination now, so a bad path fails at start rather than at the first event.
+    pub async fn open(dest: &Destination) -> Result<Self, JsonlError> {
+        let out: Box<dyn AsyncWrite + Unpin + Send> = match dest {
+            Destination::Stdout => Box::new(tokio::io::stdout()),
+            Destination::File(path) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|source| JsonlError::Open {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+        };
+        Ok(Self {
+            out: BufWriter::new(out),
+        })
+    }
+
+    /// Writes records until every sender is gone; flushes whenever the queue runs empty so
+    /// readers see events promptly.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Record>) -> Result<(), JsonlError> {
+        while let Some(record) = rx.recv().await {
+            self.write(&record).await?;
+            while let Ok(record) = rx.try_recv() {
+                self.write(&record).await?;
+            }
+            self.out.flush().await?;
+        }
+        self.out.flush().await?;
+        Ok(())
+    }
+
+    async fn write(&mut self, record: &Record) -> Result<(), JsonlError> {
+        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.out.write_all(&line).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! `keytrail.agent.stats` records: per-probe kernel counters, per-program kernel cost (when
+//! bpf_stats is on), attach results, and the userspace stages' counters.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::SystemTime,
+};
+
+use crate::{
+    events::DecodeCounters,
+    files::FileCounters,
+    probes::Probes,
+    record::{Record, Severity, names},
+};
+
+/// Userspace counters shared by the agent's tasks.
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    pub decode: Arc<DecodeCounters>,
+    pub files: FileCounters,
+    /// Access records handed to the sinks.
+    pub accesses: std::sync::atomic::AtomicU64,
+    /// Records dropped because a sink's queue was full.
+    pub sink_dropped: std::sync::atomic::AtomicU64,
+}
+
+/// Builds one stats record. `final_report` marks the last one, written at shutdown.
+pub fn stats_record(probes: &Probes, counters: &AgentCounters, final_report: bool) -> Record {
+    let mut r = Record::new(names::AGENT_STATS, SystemTime::now());
+    if !probes.failed.is_empty() {
+        r.severity = Severity::Warn;
+    }
+    r.set("keytrail.agent.final", final_report)
+        .set("keytrail.probes.attached", probes.attached.len() as u64)
+        .set("keytrail.probes.failed", probes.failed.len() as u64);
+    if !probes.failed.is_empty() {
+        let names: Vec<&str> = probes.failed.iter().map(|f| f.program).collect();
+        r.set("keytrail.probes.failed_names", names.join(","));
+    }
+    for (probe, c) in probes.counters() {
+        r.set(format!("keytrail.probe.{}.seen", probe.name()), c.seen)
+            .set(
+                format!("keytrail.probe.{}.dropped", probe.name()),
+                c.dropped,
+            );
+    }
+    for cost in probes.costs() {
+        r.set(
+            format!("keytrail.program.{}.run_time_ns", cost.program),
+            cost.run_time.as_nanos() as u64,
+        )
+        .set(
+            format!("keytrail.program.{}.run_count", cost.program),
+            cost.run_count,
+        );
+    }
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    r.set("keytrail.events.received", load(&counters.decode.received))
+        .set(
+            "keytrail.events.malformed",
+            load(&counters.decode.malformed),
+        )
+        .set("keytrail.accesses.emitted", load(&counters.accesses))
+        .set(
+            "keytrail.accesses.deduplicated",
+            load(&counters.files.deduplicated),
+        )
+        .set(
+            "keytrail.opens.not_matched",
+            load(&counters.files.not_matched),
+        )
+        .set("keytrail.opens.excluded", load(&counters.files.excluded))
+        .set(
+            "keytrail.opens.unresolved",
+            load(&counters.files.unresolved),
+        )
+        .set("keytrail.sink.dropped", load(&counters.sink_dropped));
+    r
+}
