@@ -15,7 +15,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// A decoded kernel record.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum KernelEvent {
     FileOpen(Box<FileOpen>),
     ProcExec(Box<ProcExec>),

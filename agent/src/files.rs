@@ -36,6 +36,9 @@ pub struct FileCounters {
     pub unresolved: AtomicU64,
 }
 
+/// What makes two opens the same for dedup: process, path, outcome and access mode.
+type DedupKey = (u32, String, bool, &'static str);
+
 /// Which processes to report, by cgroup path.
 #[derive(Debug)]
 pub struct CgroupFilter {
@@ -84,7 +87,7 @@ pub struct FileAccess {
     rules: WatchRules,
     cgroups: CgroupFilter,
     dedup_window: Duration,
-    recent: HashMap<(u32, String, bool), Instant>,
+    recent: HashMap<DedupKey, Instant>,
 }
 
 impl FileAccess {
@@ -120,7 +123,8 @@ impl FileAccess {
             return None;
         }
         let ok = ev.ret >= 0;
-        if self.is_repeat(pid, &path, ok) {
+        let access = access_mode(ev.open_flags);
+        if self.is_repeat((pid, path.clone(), ok, access)) {
             counters.deduplicated.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -144,17 +148,16 @@ impl FileAccess {
             r.set("error.type", errno_name(-ev.ret));
         }
         r.set("keytrail.file.open.syscall", syscall_name(ev.syscall))
-            .set("keytrail.file.open.access", access_mode(ev.open_flags));
+            .set("keytrail.file.open.access", access);
         set_process(&mut r, ev, who);
         Some(r)
     }
 
-    fn is_repeat(&mut self, pid: u32, path: &str, ok: bool) -> bool {
+    fn is_repeat(&mut self, key: DedupKey) -> bool {
         if self.dedup_window.is_zero() {
             return false;
         }
         let now = Instant::now();
-        let key = (pid, path.to_string(), ok);
         if let Some(last) = self.recent.get(&key)
             && now.duration_since(*last) < self.dedup_window
         {
@@ -174,7 +177,7 @@ impl FileAccess {
     /// Forgets a process's repeats when it exits (its pid may be reused).
     pub fn on_exit(&mut self, pid: u32) {
         if !self.recent.is_empty() {
-            self.recent.retain(|(p, _, _), _| *p != pid);
+            self.recent.retain(|(p, ..), _| *p != pid);
         }
     }
 }

@@ -33,7 +33,8 @@ impl KernelEntry {
     /// True when the entry would pass a large share of all opens on a node.
     fn is_broad(&self) -> bool {
         match self {
-            KernelEntry::Prefix(p) => p.matches('/').count() < 3,
+            // A shallow directory (`/home/`); a literal file path is never broad.
+            KernelEntry::Prefix(p) => p.ends_with('/') && p.matches('/').count() < 3,
             KernelEntry::Suffix(s) => !s.contains('/') && s.len() <= 5,
             KernelEntry::BasenamePrefix(p) => p.len() < 3,
             KernelEntry::Basename { .. } | KernelEntry::DirSuffix(_) => false,

@@ -157,7 +157,7 @@ pub struct EventHeader {
 
 /// An open of a candidate secret path, completed with its result at syscall exit.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct FileOpen {
     pub header: EventHeader,
     /// The syscall's return value: a file descriptor, or minus an errno.
@@ -177,7 +177,7 @@ pub struct FileOpen {
 
 /// A successful exec: the process now runs `filename`.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct ProcExec {
     pub header: EventHeader,
     /// Bytes of `filename` in use, without the NUL.

@@ -1,0 +1,329 @@
+//! Harness for the end-to-end scenarios: the real `keytrail` binary loading its real kernel
+//! programs, workloads as real processes in real cgroups (created under the cgroup2 mount) and
+//! mount namespaces. Every resource is a guard that cleans up on drop, so tests neither depend
+//! on order nor leave anything behind. Helpers panic (with context) instead of returning errors.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long to wait for the agent to attach or for an event to show up.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The agent binary: `KEYTRAIL_BIN`, else `keytrail` next to the test's own target directory.
+pub fn keytrail_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEYTRAIL_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/keytrail
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("keytrail");
+    assert!(
+        bin.is_file(),
+        "agent binary not found at {}: build it first (`cargo build -p keytrail`, which \
+         `cargo xtask test` does) or set KEYTRAIL_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The cgroup2 mount point of this host.
+pub fn cgroup2_mount() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+        })
+        .expect("this host has no cgroup2 mount")
+}
+
+/// A fresh child cgroup under the cgroup2 root; its processes are killed and the directory
+/// removed on drop.
+pub struct CgroupGuard {
+    dir: PathBuf,
+    rel: String,
+}
+
+impl CgroupGuard {
+    pub fn new(label: &str) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "kt-test-{label}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = cgroup2_mount().join(&name);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+        Self {
+            dir,
+            rel: format!("/{name}"),
+        }
+    }
+
+    /// Path relative to the cgroup2 mount, as the agent reports it (`keytrail.cgroup.path`).
+    pub fn rel_path(&self) -> &str {
+        &self.rel
+    }
+
+    /// The cgroup id: the inode number of its directory.
+    pub fn id(&self) -> u64 {
+        std::fs::metadata(&self.dir).expect("cgroup dir").ino()
+    }
+
+    fn procs_file(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = std::fs::read_to_string(self.procs_file()).unwrap_or_default();
+            if pids.trim().is_empty() {
+                break;
+            }
+            for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A running `kt-workload` in a cgroup, driven line by line.
+pub struct Workload {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    exe: PathBuf,
+}
+
+impl Workload {
+    /// Starts `exe` (the kt-workload binary) inside `cgroup`: the child moves itself into the
+    /// cgroup before exec, so every syscall of the workload happens there.
+    pub fn spawn(exe: &Path, cgroup: &CgroupGuard) -> Self {
+        let procs = cgroup.procs_file();
+        let mut cmd = Command::new(exe);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // SAFETY: only async-signal-safe calls between fork and exec (open/write/close).
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut f = std::fs::OpenOptions::new().write(true).open(&procs)?;
+                f.write_all(b"0")?;
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", exe.display()));
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Self {
+            child,
+            stdin,
+            stdout,
+            exe: exe.canonicalize().expect("workload exe"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    /// Runs one command; returns the text after `ok`, panics on `err`.
+    pub fn run(&mut self, command: &str) -> String {
+        writeln!(self.stdin, "{command}").expect("workload stdin");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("workload stdout");
+        let line = line.trim_end();
+        match line.strip_prefix("ok") {
+            Some(rest) => rest.trim().to_string(),
+            None => panic!("workload command {command:?} failed: {line:?}"),
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "exit");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running agent writing JSON lines to a private file.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub jsonl: PathBuf,
+    stderr: PathBuf,
+}
+
+/// What an agent left behind after it stopped.
+pub struct AgentRun {
+    pub events: Vec<Value>,
+    pub stderr: String,
+    pub exit_code: Option<i32>,
+}
+
+impl Agent {
+    /// Starts the agent with `config_yaml` (None: the embedded default) and waits until its
+    /// first `keytrail.agent.stats` event says the probes are attached.
+    pub fn start(config_yaml: Option<&str>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("kt-agent-")
+            .tempdir()
+            .expect("tempdir");
+        let jsonl = dir.path().join("events.jsonl");
+        let stderr = dir.path().join("agent.log");
+        let mut cmd = Command::new(keytrail_bin());
+        cmd.arg("agent").arg("--jsonl").arg(&jsonl);
+        if let Some(yaml) = config_yaml {
+            let path = dir.path().join("config.yaml");
+            std::fs::write(&path, yaml).expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("agent log"));
+        let child = cmd.spawn().expect("spawning keytrail agent");
+        let mut agent = Self {
+            child: Some(child),
+            dir,
+            jsonl,
+            stderr,
+        };
+        agent.wait_for("agent readiness", |e| {
+            e["event.name"] == "keytrail.agent.stats"
+        });
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Events written so far.
+    pub fn events(&self) -> Vec<Value> {
+        read_jsonl(&self.jsonl)
+    }
+
+    /// Waits until an event satisfies `pred`; panics with the agent's log on timeout or exit.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "agent exited ({status}) while waiting for {what}; log:\n{}",
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; log:\n{}",
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, wait for exit, and return everything it wrote.
+    pub fn stop(mut self) -> AgentRun {
+        let mut child = self.child.take().expect("agent running");
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        AgentRun {
+            events: read_jsonl(&self.jsonl),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+            exit_code: status.and_then(|s| s.code()),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Parses a JSON lines file; every line must be a JSON object.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        // A line being written right now may be incomplete: only complete lines count.
+        .filter(|l| l.ends_with('}'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Access events for one file.path.
+pub fn accesses_of<'a>(events: &'a [Value], path: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["event.name"] == "keytrail.credential.access" && e["file.path"] == path)
+        .collect()
+}
+
+/// Runs `keytrail ARGS...` to completion.
+pub fn keytrail(args: &[&str]) -> std::process::Output {
+    Command::new(keytrail_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running keytrail")
+}

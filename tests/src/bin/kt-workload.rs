@@ -1,1 +1,162 @@
-fn main(){}
+//! A scriptable workload for the end-to-end scenarios. It reads one command per line on stdin,
+//! performs it with plain syscalls, and answers one line on stdout (`ok ...` or `err ...`), so a
+//! test controls exactly which opens happen, when, and from which process.
+//!
+//! Commands:
+//!   unshare-mount          private mount namespace (mounts below stay inside it)
+//!   tmpfs DIR              mount a tmpfs on DIR
+//!   write PATH             create PATH (and its parents) with dummy content
+//!   chdir DIR
+//!   open PATH              open(2) through libc (glibc issues openat), then close
+//!   openat2 PATH           the openat2 syscall with AT_FDCWD, then close
+//!   open-many DIR N        create N files DIR/plain-I.txt, then open and close each
+//!   exit
+
+use std::{
+    ffi::CString,
+    io::{BufRead, Write},
+};
+
+fn main() {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let mut words = line.split_whitespace();
+        let cmd = words.next().unwrap_or("");
+        let args: Vec<&str> = words.collect();
+        if cmd == "exit" {
+            break;
+        }
+        let reply = match run(cmd, &args) {
+            Ok(msg) => format!("ok {msg}"),
+            Err(e) => format!("err {e}"),
+        };
+        let _ = writeln!(out, "{reply}");
+        let _ = out.flush();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let arg = |i: usize| args.get(i).copied().ok_or(format!("{cmd}: missing argument"));
+    match cmd {
+        "unshare-mount" => {
+            check(unsafe { libc::unshare(libc::CLONE_NEWNS) }, "unshare")?;
+            let root = c"/";
+            // Keep our mounts from propagating to the host.
+            check(
+                unsafe {
+                    libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    )
+                },
+                "make-rprivate",
+            )?;
+            Ok(String::new())
+        }
+        "tmpfs" => {
+            let dir = cstr(arg(0)?)?;
+            check(
+                unsafe {
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        dir.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    )
+                },
+                "mount tmpfs",
+            )?;
+            Ok(String::new())
+        }
+        "write" => {
+            let path = std::path::Path::new(arg(0)?);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(path, b"test fixture, not a secret\n").map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        "chdir" => std::env::set_current_dir(arg(0)?)
+            .map(|_| String::new())
+            .map_err(|e| e.to_string()),
+        "open" => Ok(open_close(arg(0)?)?.to_string()),
+        "openat2" => Ok(openat2_close(arg(0)?)?.to_string()),
+        "open-many" => {
+            let dir = arg(0)?;
+            let n: usize = arg(1)?.parse().map_err(|_| "open-many: bad count")?;
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            for i in 0..n {
+                let p = format!("{dir}/plain-{i}.txt");
+                std::fs::write(&p, b"x").map_err(|e| e.to_string())?;
+            }
+            let mut opened = 0;
+            for i in 0..n {
+                if open_close(&format!("{dir}/plain-{i}.txt"))? >= 0 {
+                    opened += 1;
+                }
+            }
+            Ok(opened.to_string())
+        }
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// Returns the fd (closed again) or minus the errno.
+fn open_close(path: &str) -> Result<i64, String> {
+    let p = cstr(path)?;
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    Ok(finish(fd as i64))
+}
+
+fn openat2_close(path: &str) -> Result<i64, String> {
+    let p = cstr(path)?;
+    /// struct open_how from linux/openat2.h.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: 0,
+    };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    Ok(finish(fd))
+}
+
+fn finish(fd: i64) -> i64 {
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+        fd
+    } else {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+    }
+}
+
+fn cstr(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| "path with NUL".to_string())
+}
+
+fn check(rc: i32, what: &str) -> Result<(), String> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("{what}: {}", std::io::Error::last_os_error()))
+    }
+}
