@@ -204,6 +204,6 @@ mod tests {
         let b = bytes_of(&header(EventKind::FileOpen));
         assert!(matches!(decode(&b), Err(DecodeError::BadLength { .. })));
         assert_eq!(text(&[b'a', 0xff], 2), "a\u{fffd}");
-        assert_eq!(text(&[b'a'], 50), "a");
+        assert_eq!(text(b"a", 50), "a");
     }
 }

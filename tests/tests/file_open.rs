@@ -14,7 +14,10 @@ fn config_with_self_bait() -> String {
         .expect("utf-8 config");
     let bait = "    - /proc/*/stat\n    - /proc/*/cgroup\n";
     let config = default.replacen("  paths:\n", &format!("  paths:\n{bait}"), 1);
-    assert!(config.contains("/proc/*/stat"), "watch list not found in the default config");
+    assert!(
+        config.contains("/proc/*/stat"),
+        "watch list not found in the default config"
+    );
     config.replace("stats_interval: 60s", "stats_interval: 1s")
 }
 
@@ -53,11 +56,19 @@ fn secret_file_opens_are_reported_with_process_and_cgroup() {
     assert!(w.run("open /root/.aws/credentials").parse::<i64>().unwrap() >= 0);
     w.run("chdir /root/certs");
     assert!(w.run("open client.pem").parse::<i64>().unwrap() >= 0);
-    assert!(w.run("openat2 /root/.ssh/id_ed25519").parse::<i64>().unwrap() >= 0);
+    assert!(
+        w.run("openat2 /root/.ssh/id_ed25519")
+            .parse::<i64>()
+            .unwrap()
+            >= 0
+    );
     assert_eq!(w.run("open /root/.pgpass"), (-libc::ENOENT).to_string());
     // 5. a thousand opens of files nobody watches.
     let plain = plain_dir.path().join("many");
-    assert_eq!(w.run(&format!("open-many {} 1000", plain.display())), "1000");
+    assert_eq!(
+        w.run(&format!("open-many {} 1000", plain.display())),
+        "1000"
+    );
 
     agent.wait_for("the missing .pgpass", |e| e["file.path"] == "/root/.pgpass");
     // The workload is still alive here, so stopping now proves nothing is lost at shutdown.
@@ -129,7 +140,11 @@ fn secret_file_opens_are_reported_with_process_and_cgroup() {
 fn bad_config_exits_2_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "watch:\n  paths:\n    - /etc/ok/**\n    - relative/path\n").unwrap();
+    std::fs::write(
+        &bad,
+        "watch:\n  paths:\n    - /etc/ok/**\n    - relative/path\n",
+    )
+    .unwrap();
     let bad = bad.to_str().unwrap();
 
     let check = keytrail_tests::keytrail(&["config", "check", bad]);

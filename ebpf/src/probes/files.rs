@@ -202,17 +202,23 @@ fn open_enter(
     ev.matched = matched;
     ev.path_len = len as u32;
     count_seen(probe);
-    if PENDING_OPENS.insert(&pid_tgid, &*ev, 0).is_err() {
+    if insert_pending(pid_tgid, ev).is_err() {
         count_dropped(probe);
     }
     Ok(())
+}
+
+/// Takes the event by reference: by value it would be copied onto the 512-byte BPF stack.
+#[inline(always)]
+fn insert_pending(pid_tgid: u64, ev: &FileOpen) -> Result<(), i32> {
+    PENDING_OPENS.insert(pid_tgid, ev, 0)
 }
 
 #[inline(always)]
 fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
     let pid_tgid = bpf_get_current_pid_tgid();
     // The common case: this open was not a candidate.
-    let ev = PENDING_OPENS.get_ptr_mut(&pid_tgid).ok_or(ProbeError)?;
+    let ev = PENDING_OPENS.get_ptr_mut(pid_tgid).ok_or(ProbeError)?;
     // SAFETY: the pointer comes from a successful lookup; offset from the format file.
     let ev = unsafe {
         (*ev).ret = tp_field::<i64>(ctx, 16);
@@ -221,7 +227,7 @@ fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
     if EVENTS.output::<FileOpen>(ev, 0).is_err() {
         count_dropped(probe);
     }
-    let _ = PENDING_OPENS.remove(&pid_tgid);
+    let _ = PENDING_OPENS.remove(pid_tgid);
     Ok(())
 }
 
@@ -284,6 +290,10 @@ fn find_basename(s: &mut OpenScratch) {
     store(&mut s.base, base);
 }
 
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key must stay in the scratch map, not be copied to the stack"
+)]
 #[inline(always)]
 fn match_basename(s: &mut OpenScratch, filters: u32) -> u32 {
     let base = load(&s.base);

@@ -38,7 +38,11 @@ fn main() {
 }
 
 fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let arg = |i: usize| args.get(i).copied().ok_or(format!("{cmd}: missing argument"));
+    let arg = |i: usize| {
+        args.get(i)
+            .copied()
+            .ok_or(format!("{cmd}: missing argument"))
+    };
     match cmd {
         "unshare-mount" => {
             check(unsafe { libc::unshare(libc::CLONE_NEWNS) }, "unshare")?;
