@@ -6,11 +6,12 @@ use std::{collections::BTreeSet, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::TracePoint,
 };
 use keytrail_common::{
-    BASENAME_MAX, KernelConfig, PREFIX_MAX, ProbeCounters, ProbeId, SUFFIX_MAX, filter, names,
+    FilterGates, KernelConfig, MAX_BASENAME_PREFIX_LENS, PREFIX_MAX, ProbeCounters, ProbeId,
+    SUFFIX_MAX, filter, names,
 };
 
 use crate::watch::KernelEntry;
@@ -75,6 +76,8 @@ pub enum ProbeError {
     },
     #[error("kernel map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("watch rules do not fit the kernel filter: {0}")]
+    Filter(String),
     #[error("no program could be attached; failures: {0}")]
     NothingAttached(String),
 }
@@ -179,7 +182,9 @@ impl Probes {
                 0,
                 KernelConfig {
                     agent_tgid: std::process::id(),
-                    filters,
+                    filters: filters.bits,
+                    basename_prefix_lens: filters.basename_prefix_lens,
+                    _reserved: 0,
                 },
                 0,
             )
@@ -338,72 +343,167 @@ fn verifier_summary(error: &str) -> String {
     format!("{head} [...] {tail} (set KEYTRAIL_LOG=debug for the whole log)")
 }
 
-/// Fills the prefilter maps; returns the [`filter`] bits of the non-empty ones.
-fn fill_filters(ebpf: &mut Ebpf, entries: &BTreeSet<KernelEntry>) -> Result<u32, ProbeError> {
-    let mut bits = 0;
-    let map_err = |name: &'static str| move |source| ProbeError::Map { name, source };
-    // Basenames: "anywhere" wins over "relative only" for the same name.
-    let mut basenames: std::collections::BTreeMap<&str, u32> = Default::default();
-    for e in entries {
-        if let KernelEntry::Basename {
-            name,
-            relative_only,
-        } = e
-        {
-            let v = if *relative_only {
-                filter::BASENAME_RELATIVE_ONLY
-            } else {
-                filter::BASENAME_ANYWHERE
-            };
-            *basenames.entry(name).or_default() |= v;
+/// What the prefilter needs in CONFIG besides the maps.
+struct FilterSettings {
+    bits: u32,
+    basename_prefix_lens: [u8; MAX_BASENAME_PREFIX_LENS],
+}
+
+/// Fills the prefilter maps from the compiled entries.
+fn fill_filters(
+    ebpf: &mut Ebpf,
+    entries: &BTreeSet<KernelEntry>,
+) -> Result<FilterSettings, ProbeError> {
+    let plan = suffix_plan(entries).map_err(ProbeError::Filter)?;
+    let mut bits = plan.bits;
+    {
+        let name = names::FILTER_SUFFIX;
+        let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
+        let mut trie: LpmTrie<_, [u8; SUFFIX_MAX], u32> =
+            LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        for (bytes, value) in &plan.entries {
+            let key = Key::new((bytes.len() * 8) as u32, padded::<SUFFIX_MAX>(bytes));
+            trie.insert(&key, value, 0)
+                .map_err(|source| ProbeError::Map { name, source })?;
         }
     }
     {
-        let map = ebpf
-            .map_mut(names::FILTER_BASENAME)
-            .ok_or(ProbeError::MissingMap(names::FILTER_BASENAME))?;
-        let mut map: HashMap<_, [u8; BASENAME_MAX], u32> =
-            HashMap::try_from(map).map_err(map_err(names::FILTER_BASENAME))?;
-        for (name, v) in &basenames {
-            map.insert(padded::<BASENAME_MAX>(name.as_bytes()), v, 0)
-                .map_err(map_err(names::FILTER_BASENAME))?;
-            bits |= filter::BASENAME;
+        let name = names::FILTER_PREFIX;
+        let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
+        let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u32> =
+            LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        for e in entries {
+            if let KernelEntry::Prefix(p) = e {
+                let key = Key::new((p.len() * 8) as u32, padded::<PREFIX_MAX>(p.as_bytes()));
+                trie.insert(&key, filter::MATCH_ANYWHERE, 0)
+                    .map_err(|source| ProbeError::Map { name, source })?;
+                bits |= filter::PREFIX;
+            }
         }
     }
-    bits |= fill_trie::<BASENAME_MAX>(ebpf, names::FILTER_BASENAME_PREFIX, entries, |e| match e {
-        KernelEntry::BasenamePrefix(p) => Some((p.as_bytes().to_vec(), filter::BASENAME_PREFIX)),
-        _ => None,
+    let gates = filter_gates(entries);
+    let mut array: Array<_, FilterGates> = Array::try_from(
+        ebpf.map_mut(names::FILTER_GATES)
+            .ok_or(ProbeError::MissingMap(names::FILTER_GATES))?,
+    )
+    .map_err(|source| ProbeError::Map {
+        name: names::FILTER_GATES,
+        source,
     })?;
-    bits |= fill_trie::<SUFFIX_MAX>(ebpf, names::FILTER_SUFFIX, entries, |e| match e {
-        KernelEntry::Suffix(s) => Some((s.bytes().rev().collect(), filter::SUFFIX)),
-        KernelEntry::DirSuffix(s) => Some((s.bytes().rev().collect(), filter::DIR_SUFFIX)),
-        _ => None,
+    array.set(0, gates, 0).map_err(|source| ProbeError::Map {
+        name: names::FILTER_GATES,
+        source,
     })?;
-    bits |= fill_trie::<PREFIX_MAX>(ebpf, names::FILTER_PREFIX, entries, |e| match e {
-        KernelEntry::Prefix(p) => Some((p.as_bytes().to_vec(), filter::PREFIX)),
-        _ => None,
-    })?;
-    Ok(bits)
+    Ok(FilterSettings {
+        bits,
+        basename_prefix_lens: plan.basename_prefix_lens,
+    })
 }
 
-/// Inserts `select`ed byte strings as full-length prefixes; returns the union of their bits.
-fn fill_trie<const N: usize>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    entries: &BTreeSet<KernelEntry>,
-    select: impl Fn(&KernelEntry) -> Option<(Vec<u8>, u32)>,
-) -> Result<u32, ProbeError> {
-    let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
-    let mut trie: LpmTrie<_, [u8; N], u32> =
-        LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
-    let mut bits = 0;
-    for (bytes, bit) in entries.iter().filter_map(select) {
-        let key = Key::new((bytes.len() * 8) as u32, padded::<N>(&bytes));
-        trie.insert(&key, 1, 0)
-            .map_err(|source| ProbeError::Map { name, source })?;
-        bits |= bit;
+/// The gate bitmaps: for every entry, the bytes a path must have for a lookup to find it.
+pub fn filter_gates(entries: &BTreeSet<KernelEntry>) -> FilterGates {
+    fn set(bits: &mut [u64; 4], b: u8) {
+        bits[(b >> 6) as usize] |= 1 << (b & 63);
     }
-    Ok(bits)
+    fn set_head(bits: &mut [u64; 1024], b1: u8, b2: u8) {
+        let i = ((b1 as usize) << 8) | b2 as usize;
+        bits[i >> 6] |= 1 << (i & 63);
+    }
+    let mut g = FilterGates::EMPTY;
+    for e in entries {
+        match e {
+            KernelEntry::Suffix(s) => set(&mut g.last_char, *s.as_bytes().last().unwrap_or(&0)),
+            KernelEntry::Basename { name, .. } => {
+                set(&mut g.last_char, *name.as_bytes().last().unwrap_or(&0))
+            }
+            KernelEntry::DirSuffix(d) => {
+                // "/.ssh/": the byte before the final '/'.
+                let b = d.as_bytes();
+                set(&mut g.dir_last_char, b[b.len().saturating_sub(2)]);
+            }
+            KernelEntry::BasenamePrefix(p) => {
+                set(&mut g.base_first_char, *p.as_bytes().first().unwrap_or(&0))
+            }
+            KernelEntry::Prefix(p) => {
+                let b = p.as_bytes();
+                match (b.get(1), b.get(2)) {
+                    (Some(&b1), Some(&b2)) => set_head(&mut g.prefix_head, b1, b2),
+                    // "/x": any second byte may follow.
+                    (Some(&b1), None) => {
+                        (0..=255u8).for_each(|b2| set_head(&mut g.prefix_head, b1, b2))
+                    }
+                    _ => g.prefix_head = [u64::MAX; 1024],
+                }
+            }
+        }
+    }
+    g
+}
+
+/// The suffix trie's content: reversed keys with their `filter::MATCH_*` values.
+#[derive(Debug, Default, PartialEq)]
+pub struct SuffixPlan {
+    pub entries: std::collections::BTreeMap<Vec<u8>, u32>,
+    pub bits: u32,
+    pub basename_prefix_lens: [u8; MAX_BASENAME_PREFIX_LENS],
+}
+
+/// Lays the suffix-like entries out in the reversed-path trie. An LPM lookup returns only the
+/// longest match, so each key also carries the match flags of every shorter key it contains:
+/// a relative-only `/id.pem` must not hide `.pem`, which matches everywhere.
+pub fn suffix_plan(entries: &BTreeSet<KernelEntry>) -> Result<SuffixPlan, String> {
+    let mut plan = SuffixPlan::default();
+    let mut lens: BTreeSet<usize> = BTreeSet::new();
+    for e in entries {
+        let (forward, value, bit) = match e {
+            KernelEntry::Suffix(s) => (s.clone(), filter::MATCH_ANYWHERE, filter::SUFFIX),
+            KernelEntry::Basename {
+                name,
+                relative_only,
+            } => (
+                format!("/{name}"),
+                if *relative_only {
+                    filter::MATCH_RELATIVE
+                } else {
+                    filter::MATCH_ANYWHERE
+                },
+                filter::SUFFIX,
+            ),
+            KernelEntry::DirSuffix(d) => (d.clone(), filter::MATCH_ANYWHERE, filter::DIR_SUFFIX),
+            KernelEntry::BasenamePrefix(p) => {
+                lens.insert(p.len());
+                (
+                    format!("/{p}"),
+                    filter::MATCH_ANYWHERE,
+                    filter::BASENAME_PREFIX,
+                )
+            }
+            KernelEntry::Prefix(_) => continue,
+        };
+        let reversed: Vec<u8> = forward.bytes().rev().collect();
+        *plan.entries.entry(reversed).or_default() |= value;
+        plan.bits |= bit;
+    }
+    let keys: Vec<Vec<u8>> = plan.entries.keys().cloned().collect();
+    for longer in &keys {
+        let inherited = keys
+            .iter()
+            .filter(|k| k.len() < longer.len() && longer.starts_with(k))
+            .fold(0, |acc, k| acc | plan.entries[k]);
+        *plan.entries.get_mut(longer).expect("key from the map") |= inherited;
+    }
+    if lens.len() > MAX_BASENAME_PREFIX_LENS {
+        return Err(format!(
+            "basename prefixes of {} different lengths; the kernel filter handles {}",
+            lens.len(),
+            MAX_BASENAME_PREFIX_LENS
+        ));
+    }
+    // Longest first: the kernel looks them up at growing offsets.
+    for (slot, len) in lens.iter().rev().enumerate() {
+        plan.basename_prefix_lens[slot] = *len as u8;
+    }
+    Ok(plan)
 }
 
 fn padded<const N: usize>(bytes: &[u8]) -> [u8; N] {
@@ -411,4 +511,79 @@ fn padded<const N: usize>(bytes: &[u8]) -> [u8; N] {
     let n = bytes.len().min(N);
     out[..n].copy_from_slice(&bytes[..n]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longer_keys_inherit_the_flags_of_keys_they_contain() {
+        let entries: BTreeSet<KernelEntry> = [
+            KernelEntry::Suffix(".pem".into()),
+            KernelEntry::Basename {
+                name: "id.pem".into(),
+                relative_only: true,
+            },
+            KernelEntry::BasenamePrefix(".env.".into()),
+            KernelEntry::DirSuffix("/.ssh/".into()),
+            KernelEntry::Prefix("/var/run/secrets/".into()),
+        ]
+        .into_iter()
+        .collect();
+        let plan = suffix_plan(&entries).unwrap();
+        assert_eq!(plan.entries[b"mep.".as_slice()], filter::MATCH_ANYWHERE);
+        assert_eq!(
+            plan.entries[b"mep.di/".as_slice()],
+            filter::MATCH_ANYWHERE | filter::MATCH_RELATIVE
+        );
+        assert_eq!(plan.entries[b".vne./".as_slice()], filter::MATCH_ANYWHERE);
+        assert_eq!(plan.entries[b"/hss./".as_slice()], filter::MATCH_ANYWHERE);
+        assert_eq!(plan.entries.len(), 4);
+        assert_eq!(
+            plan.bits,
+            filter::SUFFIX | filter::DIR_SUFFIX | filter::BASENAME_PREFIX
+        );
+        assert_eq!(plan.basename_prefix_lens, [5, 0, 0, 0]);
+    }
+
+    #[test]
+    fn gates_pass_every_default_entry_and_few_common_paths() {
+        use keytrail_common::{bit_head, bit256};
+        let config = crate::config::Config::embedded();
+        let rules = crate::watch::WatchRules::compile(&config.watch.paths, &[]).unwrap();
+        let g = filter_gates(&rules.kernel);
+        for e in &rules.kernel {
+            let ok = match e {
+                KernelEntry::Suffix(s) => bit256(&g.last_char, *s.as_bytes().last().unwrap()),
+                KernelEntry::Basename { name, .. } => {
+                    bit256(&g.last_char, *name.as_bytes().last().unwrap())
+                }
+                KernelEntry::DirSuffix(d) => bit256(&g.dir_last_char, d.as_bytes()[d.len() - 2]),
+                KernelEntry::BasenamePrefix(p) => bit256(&g.base_first_char, p.as_bytes()[0]),
+                KernelEntry::Prefix(p) => {
+                    bit_head(&g.prefix_head, p.as_bytes()[1], p.as_bytes()[2])
+                }
+            };
+            assert!(ok, "{e:?} is gated out");
+        }
+        // The hot paths of a typical node skip the prefix lookup entirely.
+        for hot in [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/proc/self/stat",
+            "/sys/fs/x",
+        ] {
+            let b = hot.as_bytes();
+            assert!(!bit_head(&g.prefix_head, b[1], b[2]), "{hot}");
+        }
+    }
+
+    #[test]
+    fn too_many_prefix_lengths_are_refused() {
+        let entries: BTreeSet<KernelEntry> = ["ab", "abc", "abcd", "abcde", "abcdef"]
+            .iter()
+            .map(|p| KernelEntry::BasenamePrefix((*p).into()))
+            .collect();
+        assert!(suffix_plan(&entries).is_err());
+    }
 }

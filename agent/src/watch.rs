@@ -8,7 +8,10 @@
 use std::collections::BTreeSet;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use keytrail_common::{BASENAME_MAX, PREFIX_MAX, SUFFIX_MAX};
+use keytrail_common::{PREFIX_MAX, SUFFIX_MAX};
+
+/// Longest basename the kernel filter holds (`/name` must fit its suffix keys).
+const BASENAME_MAX: usize = SUFFIX_MAX - 1;
 
 /// Where `~/` points: root's home and every user's home.
 const HOME_ROOTS: [&str; 2] = ["/root", "/home/*"];
@@ -237,7 +240,7 @@ fn push_basename(
     relative_only: bool,
 ) -> Result<(), String> {
     out.push(KernelEntry::Basename {
-        name: check_len(name, BASENAME_MAX - 1)?,
+        name: check_len(name, BASENAME_MAX)?,
         relative_only,
     });
     Ok(())

@@ -8,10 +8,10 @@
 /// Bytes of a path captured in the kernel, including the terminating NUL. A power of two so the
 /// kernel can bound indexes with a mask.
 pub const PATH_CAP: usize = 512;
-/// Longest basename the exact-basename and basename-prefix filters can hold.
-pub const BASENAME_MAX: usize = 64;
-/// Bytes of the reversed path tail the suffix filter compares.
+/// Bytes of the path tail the kernel reverses and the suffix filter compares.
 pub const SUFFIX_MAX: usize = 64;
+/// Most distinct basename-prefix lengths the kernel checks (`.env.` is one length, 5).
+pub const MAX_BASENAME_PREFIX_LENS: usize = 4;
 /// Bytes of an absolute path the prefix filter compares.
 pub const PREFIX_MAX: usize = 128;
 /// Length of a task's `comm`.
@@ -22,9 +22,8 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const CONFIG: &str = "CONFIG";
     pub const PROBE_STATS: &str = "PROBE_STATS";
-    pub const FILTER_BASENAME: &str = "FILTER_BASENAME";
-    pub const FILTER_BASENAME_PREFIX: &str = "FILTER_BASENAME_PREFIX";
     pub const FILTER_SUFFIX: &str = "FILTER_SUFFIX";
+    pub const FILTER_GATES: &str = "FILTER_GATES";
     pub const FILTER_PREFIX: &str = "FILTER_PREFIX";
 }
 
@@ -100,23 +99,68 @@ pub struct ProbeCounters {
 pub struct KernelConfig {
     /// The agent's own process id: its opens are never reported.
     pub agent_tgid: u32,
-    /// [`filter`] bits saying which filter maps hold entries, so empty ones cost nothing.
+    /// [`filter`] bits saying which kinds of entries exist, so absent ones cost nothing.
     pub filters: u32,
+    /// Distinct lengths of basename prefixes in the suffix trie, longest first; 0 = unused.
+    pub basename_prefix_lens: [u8; MAX_BASENAME_PREFIX_LENS],
+    pub _reserved: u32,
 }
 
 /// Which filter matched an open; also the bits of [`KernelConfig::filters`].
+///
+/// All but PREFIX live in one LPM trie keyed by the reversed path (see ebpf/src/probes/files.rs):
+/// path suffixes (`mep.`), exact basenames as `/name` suffixes, directory tails (`/hss./`,
+/// looked up from the last '/') and basename prefixes (`.vne./`, looked up from the basename's
+/// start).
 pub mod filter {
-    pub const BASENAME: u32 = 1 << 0;
-    pub const BASENAME_PREFIX: u32 = 1 << 1;
-    pub const SUFFIX: u32 = 1 << 2;
-    pub const DIR_SUFFIX: u32 = 1 << 3;
-    pub const PREFIX: u32 = 1 << 4;
+    pub const SUFFIX: u32 = 1 << 0;
+    pub const DIR_SUFFIX: u32 = 1 << 1;
+    pub const BASENAME_PREFIX: u32 = 1 << 2;
+    pub const PREFIX: u32 = 1 << 3;
 
-    /// Value of a basename entry: the name matches wherever the file is.
-    pub const BASENAME_ANYWHERE: u32 = 1;
-    /// Value of a basename entry: the name matches only relative opens (the kernel cannot see
-    /// which directory they are relative to; userspace decides).
-    pub const BASENAME_RELATIVE_ONLY: u32 = 2;
+    /// Value of a suffix-trie entry: it matches absolute and relative paths.
+    pub const MATCH_ANYWHERE: u32 = 1;
+    /// Value of a suffix-trie entry: it matches relative paths only (an exact basename whose
+    /// directory the kernel cannot see; userspace resolves it and decides).
+    pub const MATCH_RELATIVE: u32 = 2;
+}
+
+/// Bitmaps the kernel tests before each trie lookup, so the opens that cannot match (nearly all)
+/// skip it. Each is a superset computed from the trie entries (slot 0 of
+/// [`names::FILTER_GATES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FilterGates {
+    /// Last byte of the path, for the suffix lookup.
+    pub last_char: [u64; 4],
+    /// Last byte of the directory part (before the final '/'), for directory tails.
+    pub dir_last_char: [u64; 4],
+    /// First byte of the basename, for basename prefixes.
+    pub base_first_char: [u64; 4],
+    /// Bytes 1 and 2 of an absolute path (`(b1 << 8) | b2`), for the prefix lookup.
+    pub prefix_head: [u64; 1024],
+}
+
+impl FilterGates {
+    pub const EMPTY: Self = Self {
+        last_char: [0; 4],
+        dir_last_char: [0; 4],
+        base_first_char: [0; 4],
+        prefix_head: [0; 1024],
+    };
+}
+
+/// Tests bit `b` of a 256-bit set.
+#[inline(always)]
+pub fn bit256(set: &[u64; 4], b: u8) -> bool {
+    (set[(b >> 6) as usize & 3] >> (b & 63)) & 1 != 0
+}
+
+/// Tests bit `(b1 << 8) | b2` of a 65536-bit set.
+#[inline(always)]
+pub fn bit_head(set: &[u64; 1024], b1: u8, b2: u8) -> bool {
+    let i = ((b1 as usize) << 8) | b2 as usize;
+    (set[(i >> 6) & 1023] >> (i & 63)) & 1 != 0
 }
 
 /// Which syscall an open came from.
@@ -170,7 +214,8 @@ pub struct FileOpen {
     pub syscall: u32,
     /// [`filter`] bits of the filters that matched.
     pub matched: u32,
-    /// Bytes of `path` in use, without the NUL.
+    /// Bytes of `path` in use, without the NUL. Placed right before `path` on purpose: with
+    /// `path` it forms an LPM trie key `{prefix_len, data}` for the prefix filter.
     pub path_len: u32,
     pub path: [u8; PATH_CAP],
 }
@@ -199,9 +244,11 @@ const _: () = {
     assert!(core::mem::size_of::<FileOpen>() == 56 + 32 + PATH_CAP);
     assert!(core::mem::size_of::<ProcExec>() == 56 + 8 + PATH_CAP);
     assert!(core::mem::size_of::<ProcExit>() == 56);
-    assert!(core::mem::size_of::<KernelConfig>() == 8);
+    assert!(core::mem::size_of::<KernelConfig>() == 16);
     assert!(core::mem::size_of::<ProbeCounters>() == 16);
+    assert!(core::mem::size_of::<FilterGates>() == 96 + 8192);
     assert!(PATH_CAP.is_power_of_two());
+    assert!(core::mem::offset_of!(FileOpen, path) == core::mem::offset_of!(FileOpen, path_len) + 4);
 };
 
 #[cfg(feature = "user")]
@@ -210,4 +257,5 @@ mod user {
     // pattern valid.
     unsafe impl aya::Pod for super::KernelConfig {}
     unsafe impl aya::Pod for super::ProbeCounters {}
+    unsafe impl aya::Pod for super::FilterGates {}
 }

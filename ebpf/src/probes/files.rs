@@ -1,19 +1,23 @@
 //! File opens. `sys_enter_{open,openat,openat2}` read the path and keep it only when it passes the
-//! prefilter built from the watch rules (exact basename, basename prefix, path suffix, directory
-//! suffix, absolute prefix); `sys_exit_*` complete the kept open with its result and send it.
+//! prefilter built from the watch rules; `sys_exit_*` complete the kept open with its result and
+//! send it.
 //!
-//! The prefilter is a superset of the watch globs: userspace does the exact glob match. An open
-//! that passes nothing costs one string read and at most one lookup per non-empty filter map.
+//! The prefilter is a superset of the watch globs (userspace does the exact glob match) and is
+//! built to cost little on the opens it rejects, which are nearly all of them: one string read,
+//! a backward scan to the last '/', and a few bit tests (`FilterGates`) that tell whether a trie
+//! lookup could match at all. Only then is the tail reversed and the trie walked. No key is
+//! copied: lookups point into the reversed buffer (or at the event's own `path_len` + `path`),
+//! with the LPM prefix length written into the four bytes just before the key data.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated},
     macros::{map, tracepoint},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::TracePointContext,
 };
 use keytrail_common::{
-    BASENAME_MAX, EventKind, FileOpen, OpenSyscall, PATH_CAP, PREFIX_MAX, ProbeId, SUFFIX_MAX,
-    event_flags, filter,
+    EventKind, FileOpen, FilterGates, KernelConfig, OpenSyscall, PATH_CAP, PREFIX_MAX, ProbeId,
+    SUFFIX_MAX, bit_head, bit256, event_flags, filter,
 };
 
 use super::{
@@ -26,42 +30,40 @@ const MAX_FILTER_ENTRIES: u32 = 1024;
 const MAX_PENDING_OPENS: u32 = 8192;
 const PATH_MASK: usize = PATH_CAP - 1;
 const AT_FDCWD: i32 = -100;
-/// `OpenScratch::base` when the basename is too long for the basename filters.
-const NO_BASE: u64 = u64::MAX;
+/// `OpenScratch::slash` when no '/' is in the reversed window.
+const NO_SLASH: u64 = u64::MAX;
+/// Reversed path buffer: 4 bytes for the first key's prefix length, SUFFIX_MAX reversed bytes
+/// (plus one virtual '/'), and room for a key of SUFFIX_MAX bytes starting at any of them.
+const REV_BYTES: usize = 4 + 2 * SUFFIX_MAX + 8;
 
-/// Exact basenames, zero padded (`.pgpass`); the value says whether absolute opens count too.
-#[map]
-static FILTER_BASENAME: HashMap<[u8; BASENAME_MAX], u32> =
-    HashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
-
-/// Basename prefixes (`.env.` for `.env.*`).
-#[map]
-static FILTER_BASENAME_PREFIX: LpmTrie<[u8; BASENAME_MAX], u32> =
-    LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, 0);
-
-/// Reversed path tails: `mep.` for `*.pem`, `slaitnederc/swa./` for `*/.aws/credentials`; and,
-/// starting with `/`, reversed directory tails (`/hss./` for `*/.ssh/*`).
+/// Reversed tails: path suffixes (`mep.` for `*.pem`), exact basenames (`slaitnederc/` for
+/// `*/credentials`), directory tails (`/hss./` for `*/.ssh/*`), basename prefixes (`.vne./` for
+/// `.env.*`). The value is `filter::MATCH_*`.
 #[map]
 static FILTER_SUFFIX: LpmTrie<[u8; SUFFIX_MAX], u32> =
     LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, 0);
 
-/// Absolute directory prefixes (`/var/run/secrets/`).
+/// Slot 0: bitmaps that gate each lookup (see `FilterGates`).
+#[map]
+static FILTER_GATES: Array<FilterGates> = Array::with_max_entries(1, 0);
+
+/// Absolute directory prefixes (`/var/run/secrets/`) and literal paths.
 #[map]
 static FILTER_PREFIX: LpmTrie<[u8; PREFIX_MAX], u32> =
     LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, 0);
 
-/// Per-CPU working memory: the event under construction and the lookup keys (too big for the
-/// 512-byte stack).
+/// Per-CPU working memory: the event under construction and the reversed path (too big for
+/// the 512-byte stack).
 #[repr(C)]
 struct OpenScratch {
     event: FileOpen,
-    /// Path length, then basename start (see `prefilter`).
+    /// Path length; index of the last '/' in the path; index of the first '/' in the reversed
+    /// path. Kept here, not in registers, so the verifier sees bounded unknowns after each loop
+    /// instead of one state per loop exit.
     len: u64,
-    base: u64,
-    basename: Key<[u8; BASENAME_MAX]>,
-    suffix: Key<[u8; SUFFIX_MAX]>,
-    dir_suffix: Key<[u8; SUFFIX_MAX]>,
-    prefix: Key<[u8; PREFIX_MAX]>,
+    last_slash: u64,
+    slash: u64,
+    rev: [u8; REV_BYTES],
 }
 
 #[map]
@@ -186,7 +188,7 @@ fn open_enter(
         return Ok(());
     }
     let len = ((n - 1) as usize) & PATH_MASK;
-    let matched = prefilter(s, len, filters);
+    let matched = prefilter(s, len, filters, cfg);
     if matched == 0 {
         return Ok(());
     }
@@ -232,30 +234,96 @@ fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
 }
 
 /// Returns the [`filter`] bit of the first filter the path in `s.event.path[..len]` passes, or 0.
-///
-/// Each step reloads its inputs from the scratch map with volatile reads: the verifier then
-/// sees bounded unknowns instead of the exact values each earlier loop exit produced, so the
-/// states of consecutive loops add up instead of multiplying.
 #[inline(always)]
-fn prefilter(s: &mut OpenScratch, len: usize, filters: u32) -> u32 {
+fn prefilter(s: &mut OpenScratch, len: usize, filters: u32, cfg: &KernelConfig) -> u32 {
+    let Some(gates) = FILTER_GATES.get(0) else {
+        return 0;
+    };
+    let absolute = s.event.path[0] == b'/';
     store(&mut s.len, len as u64);
-    find_basename(s);
-    if filters & (filter::BASENAME | filter::BASENAME_PREFIX) != 0 {
-        let m = match_basename(s, filters);
-        if m != 0 {
-            return m;
-        }
-    }
-    if filters & filter::SUFFIX != 0 && match_suffix(s) {
-        return filter::SUFFIX;
-    }
-    if filters & filter::DIR_SUFFIX != 0 && match_dir_suffix(s) {
-        return filter::DIR_SUFFIX;
-    }
-    if filters & filter::PREFIX != 0 && match_prefix(s) {
+
+    if filters & filter::PREFIX != 0
+        && absolute
+        && bit_head(&gates.prefix_head, s.event.path[1], s.event.path[2])
+        && lookup_prefix(s)
+    {
         return filter::PREFIX;
     }
+
+    // Which trie lookups could match, from single bytes around the last '/'.
+    find_last_slash(s);
+    let len = load(&s.len) as usize & PATH_MASK;
+    let last = s.event.path[(len.wrapping_sub(1)) & PATH_MASK];
+    let want_suffix = filters & filter::SUFFIX != 0 && bit256(&gates.last_char, last);
+    let p = load(&s.last_slash);
+    let (want_dir, base_start) = if p == NO_SLASH {
+        // No '/' in the window: a short relative path is all basename.
+        (false, if len < SUFFIX_MAX { Some(0) } else { None })
+    } else {
+        let p = p as usize & PATH_MASK;
+        let dir_char = s.event.path[p.wrapping_sub(1) & PATH_MASK];
+        (
+            filters & filter::DIR_SUFFIX != 0 && p >= 1 && bit256(&gates.dir_last_char, dir_char),
+            Some((p + 1) & PATH_MASK),
+        )
+    };
+    let want_base_prefix = filters & filter::BASENAME_PREFIX != 0
+        && base_start.is_some_and(|b| bit256(&gates.base_first_char, s.event.path[b]));
+    if !(want_suffix || want_dir || want_base_prefix) {
+        return 0;
+    }
+
+    reverse_tail(s);
+    let len = load(&s.len) as usize & PATH_MASK;
+    // The reversed length, with a virtual leading '/' for a relative path that fits whole:
+    // `.aws/credentials` opened from a home directory then meets `/.aws/credentials`.
+    let mut rlen = if len < SUFFIX_MAX { len } else { SUFFIX_MAX };
+    if !absolute && len < SUFFIX_MAX {
+        s.rev[4 + (rlen & (SUFFIX_MAX - 1))] = b'/';
+        if load(&s.slash) == NO_SLASH {
+            store(&mut s.slash, rlen as u64);
+        }
+        rlen += 1;
+    }
+
+    if want_suffix && lookup_suffix(s, 0, rlen, absolute) {
+        return filter::SUFFIX;
+    }
+    let slash = load(&s.slash);
+    if slash != NO_SLASH {
+        let slash = slash as usize & (SUFFIX_MAX - 1);
+        // Lookups at growing offsets: each one's prefix length overwrites bytes that only
+        // earlier (smaller) offsets used.
+        if want_base_prefix {
+            for l in cfg.basename_prefix_lens {
+                let l = l as usize;
+                if l != 0 && l <= slash && lookup_suffix(s, slash - l, rlen, absolute) {
+                    return filter::BASENAME_PREFIX;
+                }
+            }
+        }
+        if want_dir && lookup_suffix(s, slash, rlen, absolute) {
+            return filter::DIR_SUFFIX;
+        }
+    }
     0
+}
+
+/// Stores the index of the last '/' among the last SUFFIX_MAX bytes in `s.last_slash`.
+#[inline(always)]
+fn find_last_slash(s: &mut OpenScratch) {
+    let len = load(&s.len) as usize & PATH_MASK;
+    store(&mut s.last_slash, NO_SLASH);
+    for i in 0..SUFFIX_MAX {
+        if i >= len {
+            break;
+        }
+        let idx = len - 1 - i;
+        if s.event.path[idx & PATH_MASK] == b'/' {
+            store(&mut s.last_slash, idx as u64);
+            break;
+        }
+    }
 }
 
 #[inline(always)]
@@ -270,123 +338,53 @@ fn load(slot: &u64) -> u64 {
     unsafe { core::ptr::read_volatile(slot) }
 }
 
-/// Stores the basename's start (after the last '/' among the last BASENAME_MAX bytes) in
-/// `s.base`, or NO_BASE when the basename is longer than that.
+/// Writes the last SUFFIX_MAX bytes of the path reversed into `s.rev[4..]`, and the index of
+/// the first '/' met (the end of the basename) into `s.slash`.
 #[inline(always)]
-fn find_basename(s: &mut OpenScratch) {
+fn reverse_tail(s: &mut OpenScratch) {
     let len = load(&s.len) as usize & PATH_MASK;
-    let mut base = NO_BASE;
-    for i in 0..BASENAME_MAX {
+    store(&mut s.slash, NO_SLASH);
+    for i in 0..SUFFIX_MAX {
         if i >= len {
-            base = 0;
             break;
         }
-        let idx = len - 1 - i;
-        if s.event.path[idx & PATH_MASK] == b'/' {
-            base = (idx + 1) as u64;
-            break;
+        let c = s.event.path[(len - 1 - i) & PATH_MASK];
+        s.rev[4 + i] = c;
+        if c == b'/' && load(&s.slash) == NO_SLASH {
+            store(&mut s.slash, i as u64);
         }
     }
-    store(&mut s.base, base);
 }
 
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key must stay in the scratch map, not be copied to the stack"
-)]
+/// Looks up the reversed path from byte `offset` on in FILTER_SUFFIX.
 #[inline(always)]
-fn match_basename(s: &mut OpenScratch, filters: u32) -> u32 {
-    let base = load(&s.base);
-    if base == NO_BASE {
-        return 0;
-    }
-    let base = base as usize & PATH_MASK;
-    let len = load(&s.len) as usize & PATH_MASK;
-    let base_len = len.wrapping_sub(base);
-    let absolute = s.event.path[0] == b'/';
-    for i in 0..BASENAME_MAX {
-        s.basename.data[i] = if i < base_len {
-            s.event.path[(base + i) & PATH_MASK]
-        } else {
-            0
-        };
-    }
-    if filters & filter::BASENAME != 0
-        && let Some(v) = FILTER_BASENAME.get_ptr(&s.basename.data)
-    {
-        // SAFETY: pointer from a successful lookup of a map the agent fills before attaching.
-        let v = unsafe { *v };
-        if v & filter::BASENAME_ANYWHERE != 0 || !absolute {
-            return filter::BASENAME;
-        }
-    }
-    if filters & filter::BASENAME_PREFIX != 0 {
-        s.basename.prefix_len = ((base_len & (BASENAME_MAX - 1)) * 8) as u32;
-        if FILTER_BASENAME_PREFIX.get(&s.basename).is_some() {
-            return filter::BASENAME_PREFIX;
-        }
-    }
-    0
-}
-
-/// The path reversed; a relative path gets a virtual leading '/' so that `.aws/credentials`
-/// opened from a home directory still meets the rule for `/.aws/credentials`.
-#[inline(always)]
-fn match_suffix(s: &mut OpenScratch) -> bool {
-    let len = load(&s.len) as usize & PATH_MASK;
-    let absolute = s.event.path[0] == b'/';
-    for i in 0..SUFFIX_MAX {
-        s.suffix.data[i] = if i < len {
-            s.event.path[(len - 1 - i) & PATH_MASK]
-        } else if i == len && !absolute {
-            b'/'
-        } else {
-            0
-        };
-    }
-    let rlen = if absolute { len } else { len + 1 };
-    s.suffix.prefix_len = (if rlen < SUFFIX_MAX { rlen } else { SUFFIX_MAX } * 8) as u32;
-    FILTER_SUFFIX.get(&s.suffix).is_some()
-}
-
-/// The directory part reversed, starting with its trailing '/'.
-#[inline(always)]
-fn match_dir_suffix(s: &mut OpenScratch) -> bool {
-    let base = load(&s.base);
-    if base == NO_BASE || base == 0 {
-        return false;
-    }
-    let base = base as usize & PATH_MASK;
-    let absolute = s.event.path[0] == b'/';
-    for i in 0..SUFFIX_MAX {
-        s.dir_suffix.data[i] = if i < base {
-            s.event.path[(base - 1 - i) & PATH_MASK]
-        } else if i == base && !absolute {
-            b'/'
-        } else {
-            0
-        };
-    }
-    let rlen = if absolute { base } else { base + 1 };
-    s.dir_suffix.prefix_len = (if rlen < SUFFIX_MAX { rlen } else { SUFFIX_MAX } * 8) as u32;
-    FILTER_SUFFIX.get(&s.dir_suffix).is_some()
-}
-
-#[inline(always)]
-fn match_prefix(s: &mut OpenScratch) -> bool {
-    if s.event.path[0] != b'/' {
-        return false;
-    }
-    let len = load(&s.len) as usize & PATH_MASK;
-    // Bytes past `len` are stale but the trie compares only `prefix_len` bits.
-    // SAFETY: both buffers are in the scratch map value and PREFIX_MAX <= PATH_CAP.
-    unsafe {
-        generated::bpf_probe_read_kernel(
-            s.prefix.data.as_mut_ptr().cast(),
-            PREFIX_MAX as u32,
-            s.event.path.as_ptr().cast(),
-        )
+fn lookup_suffix(s: &mut OpenScratch, offset: usize, rlen: usize, absolute: bool) -> bool {
+    let offset = offset & (SUFFIX_MAX - 1);
+    let bits = (rlen.saturating_sub(offset) * 8) as u32;
+    // The key {prefix_len: u32, data} starts 4 bytes before the data at `offset`.
+    let key = s.rev[offset..].as_mut_ptr();
+    // SAFETY: `key` points into the scratch map value with room for 4 + SUFFIX_MAX bytes
+    // (REV_BYTES covers any offset < SUFFIX_MAX); unaligned writes are fine in map memory.
+    let hit = unsafe {
+        core::ptr::write_unaligned(key.cast::<u32>(), bits);
+        FILTER_SUFFIX.get(&*key.cast::<Key<[u8; SUFFIX_MAX]>>())
     };
-    s.prefix.prefix_len = (if len < PREFIX_MAX { len } else { PREFIX_MAX } * 8) as u32;
-    FILTER_PREFIX.get(&s.prefix).is_some()
+    match hit {
+        Some(&v) => v & filter::MATCH_ANYWHERE != 0 || !absolute,
+        None => false,
+    }
+}
+
+/// Looks up the absolute path in FILTER_PREFIX, using the event's `path_len` + `path` fields as
+/// the key (they are laid out as `{prefix_len, data}`).
+#[inline(always)]
+fn lookup_prefix(s: &mut OpenScratch) -> bool {
+    let len = load(&s.len) as usize & PATH_MASK;
+    s.event.path_len = (if len < PREFIX_MAX { len } else { PREFIX_MAX } * 8) as u32;
+    let key = (&raw const s.event.path_len).cast::<Key<[u8; PREFIX_MAX]>>();
+    // SAFETY: path_len is immediately followed by path (asserted in keytrail-common), so the
+    // key lies inside the event; bytes past `len` are stale but not compared.
+    let hit = FILTER_PREFIX.get(unsafe { &*key }).is_some();
+    s.event.path_len = len as u32;
+    hit
 }
