@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    credential::Classifier,
     events::{self, KernelEvent, comm},
-    files::{CgroupFilter, FileAccess, Opener},
+    files::{CgroupFilter, FileAccess, Opener, access_records},
+    fingerprint_key::{KeyError, KeySource, load_key},
+    inspect::Inspector,
     probes::{self, ProbeError, Probes},
     procs::ProcessTable,
     record::Record,
@@ -36,6 +39,8 @@ pub struct AgentOptions {
     pub jsonl: Destination,
     /// Stop after this long; None runs until a signal.
     pub duration: Option<Duration>,
+    /// Inventory file; its directory holds the per-node fingerprint key.
+    pub state: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,32 @@ pub enum AgentError {
     Rules(String),
     #[error("reading the kernel ring buffer: {0}")]
     Ring(#[source] std::io::Error),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// The classifier with the configured (or node-local) fingerprint key.
+pub fn classifier(config: &Config, state: &std::path::Path) -> Result<Classifier, KeyError> {
+    let state_dir = state
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let (key, source) = load_key(
+        config.fingerprint.key_file.as_deref(),
+        config.fingerprint.key_env.as_deref(),
+        state_dir,
+    )?;
+    if let KeySource::NodeLocal(path) = &source {
+        tracing::warn!(
+            key = %path.display(),
+            "fingerprints use a key local to this node: the same secret on two nodes gets two \
+             fingerprints (set fingerprint.key_file or fingerprint.key_env to compare across nodes)"
+        );
+    }
+    Ok(Classifier::new(
+        &key,
+        config.credentials.short_lived_threshold,
+    ))
 }
 
 /// Runs the agent until `shutdown` completes or the duration passes.
@@ -64,6 +95,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         kernel_entries = rules.kernel.len(),
         "watch rules compiled"
     );
+    let classifier = classifier(config, &opts.state)?;
     let sink = JsonlSink::open(&opts.jsonl).await?;
     let mut probes = Probes::load_agent(&rules.kernel, config.limits.ring_buffer_bytes)?;
     let ring = probes.take_ring()?;
@@ -80,10 +112,17 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         Arc::clone(&counters.decode),
         stop_reading.clone(),
     ));
+    let cgroups = CgroupPaths::discover();
+    let inspector = Inspector::new(
+        classifier,
+        config.credentials.max_file_bytes,
+        cgroups.mount().map(std::path::Path::to_path_buf),
+    );
     let pipeline = Pipeline {
         procs: ProcessTable::new(),
-        cgroups: CgroupPaths::discover(),
+        cgroups,
         files: FileAccess::new(rules, cgroup_filter, config.output.dedup_window),
+        inspector,
         clock: BootClock::now(),
     };
     let pipeline_task =
@@ -164,6 +203,7 @@ struct Pipeline {
     procs: ProcessTable,
     cgroups: CgroupPaths,
     files: FileAccess,
+    inspector: Inspector,
     clock: BootClock,
 }
 
@@ -175,7 +215,7 @@ impl Pipeline {
         counters: Arc<AgentCounters>,
     ) {
         while let Some(event) = rx.recv().await {
-            if let Some(record) = self.handle(&event, &counters) {
+            for record in self.handle(&event, &counters) {
                 counters.accesses.fetch_add(1, Ordering::Relaxed);
                 if tx.try_send(record).is_err() {
                     counters.sink_dropped.fetch_add(1, Ordering::Relaxed);
@@ -184,16 +224,17 @@ impl Pipeline {
         }
     }
 
-    fn handle(&mut self, event: &KernelEvent, counters: &AgentCounters) -> Option<Record> {
+    fn handle(&mut self, event: &KernelEvent, counters: &AgentCounters) -> Vec<Record> {
         match event {
             KernelEvent::ProcExec(e) => {
                 self.procs.on_exec(e);
-                None
+                self.inspector.observe(e.header.pid, e.header.cgroup_id);
+                Vec::new()
             }
             KernelEvent::ProcExit(e) => {
                 self.procs.on_exit(e);
                 self.files.on_exit(e.header.pid);
-                None
+                Vec::new()
             }
             KernelEvent::FileOpen(e) => {
                 let h = &e.header;
@@ -203,8 +244,21 @@ impl Pipeline {
                     proc: &proc,
                     cgroup_path: cgroup_path.as_deref(),
                 };
-                self.files
-                    .on_open(e, &who, self.clock.wall(h.time_ns), &counters.files)
+                let time = self.clock.wall(h.time_ns);
+                let Some(access) = self.files.on_open(e, &who, time, &counters.files) else {
+                    return Vec::new();
+                };
+                let inspection = access.readable.then(|| {
+                    self.inspector.inspect(
+                        h.pid,
+                        h.cgroup_id,
+                        cgroup_path.as_deref(),
+                        &access.path,
+                        None,
+                        SystemTime::now(),
+                    )
+                });
+                access_records(access.record, inspection.as_ref(), SystemTime::now())
             }
         }
     }

@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent on this host until interrupted (or for --duration seconds).
     Agent(AgentArgs),
+    /// Classify credential files offline: one JSON line per credential found (never its value).
+    Classify(ClassifyArgs),
     /// Print the embedded default configuration, or check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -44,12 +46,30 @@ pub struct AgentArgs {
     /// Write JSON lines to PATH (appended), or `-` for stdout. Overrides output.jsonl.
     #[arg(long, value_name = "PATH|-")]
     pub jsonl: Option<String>,
-    /// Inventory database file. Accepted for compatibility; this version keeps no inventory.
-    #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
+    /// State file. Its directory holds the per-node fingerprint key (fingerprint.key) when the
+    /// config names no shared key.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_STATE)]
+    pub state: PathBuf,
     /// Stop after SECS seconds instead of running until SIGINT/SIGTERM.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<u64>,
+}
+
+/// Default state file.
+pub const DEFAULT_STATE: &str = "/var/lib/keytrail/keytrail.db";
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Files to classify.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Configuration file, for the short-lived threshold, read cap and fingerprint key.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State file whose directory holds the node's fingerprint key, so fingerprints match the
+    /// agent's on this node.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_STATE)]
+    pub state: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +95,7 @@ impl AgentArgs {
             config,
             jsonl,
             duration: self.duration.map(Duration::from_secs),
+            state: self.state.clone(),
         })
     }
 }

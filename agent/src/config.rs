@@ -15,6 +15,12 @@ pub struct Config {
     /// What to watch.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// How credentials are classified.
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+    /// Where the fingerprint key comes from.
+    #[serde(default)]
+    pub fingerprint: FingerprintConfig,
     /// Which processes to report, by cgroup.
     #[serde(default)]
     pub cgroups: CgroupsConfig,
@@ -31,6 +37,44 @@ pub struct Config {
 pub struct WatchConfig {
     /// Globs of credential files; see default.yaml for the syntax.
     pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Expiry within this long of issue means short-lived.
+    #[serde(default = "default_short_lived_threshold", with = "humantime_serde")]
+    pub short_lived_threshold: Duration,
+    /// Files larger than this are not read.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        Self {
+            short_lived_threshold: default_short_lived_threshold(),
+            max_file_bytes: default_max_file_bytes(),
+        }
+    }
+}
+
+const fn default_short_lived_threshold() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+const fn default_max_file_bytes() -> u64 {
+    1 << 20
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FingerprintConfig {
+    /// File holding the key (trimmed).
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Environment variable holding the key.
+    #[serde(default)]
+    pub key_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -205,6 +249,27 @@ impl Config {
                 })?;
             }
         }
+        if self.credentials.short_lived_threshold.is_zero() {
+            return Err(ConfigError::field(
+                origin,
+                "credentials.short_lived_threshold",
+                "must be more than 0s",
+            ));
+        }
+        if self.credentials.max_file_bytes == 0 {
+            return Err(ConfigError::field(
+                origin,
+                "credentials.max_file_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.fingerprint.key_file.is_some() && self.fingerprint.key_env.is_some() {
+            return Err(ConfigError::field(
+                origin,
+                "fingerprint",
+                "set key_file or key_env, not both",
+            ));
+        }
         if self.output.jsonl.is_empty() {
             return Err(ConfigError::field(
                 origin,
@@ -240,6 +305,8 @@ impl<'de> Deserialize<'de> for RawDefault {
         #[serde(deny_unknown_fields)]
         struct Full {
             watch: WatchConfig,
+            credentials: CredentialsConfig,
+            fingerprint: FingerprintConfig,
             cgroups: CgroupsConfig,
             output: OutputConfig,
             limits: LimitsConfig,
@@ -247,6 +314,8 @@ impl<'de> Deserialize<'de> for RawDefault {
         let f = Full::deserialize(d)?;
         Ok(RawDefault(Config {
             watch: f.watch,
+            credentials: f.credentials,
+            fingerprint: f.fingerprint,
             cgroups: f.cgroups,
             output: f.output,
             limits: f.limits,
@@ -289,6 +358,17 @@ mod tests {
     fn bad_pattern_names_its_index() {
         let e = Config::parse("watch:\n  paths: [\"/ok/**\", \"relative/x\"]\n", "t").unwrap_err();
         assert!(e.to_string().contains("watch.paths[1]"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_sources_are_exclusive() {
+        let e = Config::parse("fingerprint:\n  key_file: /k\n  key_env: K\n", "t").unwrap_err();
+        assert!(e.to_string().contains("fingerprint"), "{e}");
+        let c = Config::parse("credentials:\n  short_lived_threshold: 2h\n", "t").unwrap();
+        assert_eq!(
+            c.credentials.short_lived_threshold,
+            Duration::from_secs(7200)
+        );
     }
 
     #[test]

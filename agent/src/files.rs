@@ -1,20 +1,24 @@
 //! File opens -> `keytrail.credential.access` records: resolves the path the kernel saw
 //! (relative paths against the process's cwd or dirfd), applies the exact glob match and the
-//! cgroup include/exclude lists, and folds repeats within the dedup window.
+//! cgroup include/exclude lists, folds repeats within the dedup window, and turns what the
+//! inspection of the file found into one record per credential.
 
 use std::{
     collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use keytrail_common::{FileOpen, OpenSyscall, event_flags};
 
 use crate::{
+    credential::{Credential, Lifetime},
     events::text,
+    inspect::{Content, Inspection},
     procs::ProcInfo,
-    record::{Record, names},
+    record::{Record, Severity, names},
+    rootfs::RootSource,
     watch::WatchRules,
     workload::workload_of,
 };
@@ -100,14 +104,15 @@ impl FileAccess {
         }
     }
 
-    /// The access record for an open, or None when it is not reported (counted in `counters`).
+    /// The access to report for an open, or None when it is not reported (counted in
+    /// `counters`).
     pub fn on_open(
         &mut self,
         ev: &FileOpen,
         who: &Opener<'_>,
-        time: std::time::SystemTime,
+        time: SystemTime,
         counters: &FileCounters,
-    ) -> Option<Record> {
+    ) -> Option<OpenAccess> {
         let pid = ev.header.pid;
         let raw = text(&ev.path, ev.path_len);
         let (path, resolved) = resolve_path(pid, ev.dirfd, &raw);
@@ -131,9 +136,7 @@ impl FileAccess {
 
         let mut r = Record::new(names::CREDENTIAL_ACCESS, time);
         r.set("keytrail.credential.source", "file")
-            .set("keytrail.credential.kind", "unknown")
-            .set("keytrail.credential.lifetime", "unknown")
-            .set("file.path", path);
+            .set("file.path", path.clone());
         if !resolved {
             r.set("keytrail.file.path_resolved", false);
         }
@@ -150,7 +153,11 @@ impl FileAccess {
         r.set("keytrail.file.open.syscall", syscall_name(ev.syscall))
             .set("keytrail.file.open.access", access);
         set_process(&mut r, ev, who);
-        Some(r)
+        Some(OpenAccess {
+            record: r,
+            path,
+            readable: ok && resolved,
+        })
     }
 
     fn is_repeat(&mut self, key: DedupKey) -> bool {
@@ -179,6 +186,81 @@ impl FileAccess {
         if !self.recent.is_empty() {
             self.recent.retain(|(p, ..), _| *p != pid);
         }
+    }
+}
+
+/// An open to report, before its content is known.
+pub struct OpenAccess {
+    /// Everything but the credential attributes.
+    pub record: Record,
+    /// Absolute path as the process sees it.
+    pub path: String,
+    /// The open succeeded and the path is known: the content can be inspected.
+    pub readable: bool,
+}
+
+/// The access records for an open: one per credential found, or one saying why none was.
+pub fn access_records(
+    base: Record,
+    inspection: Option<&Inspection>,
+    now: SystemTime,
+) -> Vec<Record> {
+    let unknown = |mut r: Record, key: Option<(&str, String)>| {
+        r.set("keytrail.credential.kind", "unknown")
+            .set("keytrail.credential.lifetime", "unknown");
+        if let Some((k, v)) = key {
+            r.set(k, v);
+        }
+        r
+    };
+    let Some(inspection) = inspection else {
+        return vec![unknown(base, None)];
+    };
+    let mut base = base;
+    if let Some(via) = inspection.via
+        && via != RootSource::Process
+    {
+        base.set("keytrail.file.read_via", via.as_str());
+    }
+    let age = inspection
+        .identity
+        .and_then(|id| now.duration_since(id.mtime()).ok())
+        .map(|d| d.as_secs());
+    match inspection.content.as_deref() {
+        Err(e) => vec![unknown(
+            base,
+            Some(("keytrail.credential.unreadable", e.to_string())),
+        )],
+        Ok(Content::Nothing(reason)) => vec![unknown(
+            base,
+            Some(("keytrail.credential.unrecognised", reason.clone())),
+        )],
+        Ok(Content::Credentials(creds)) => creds
+            .iter()
+            .map(|c| {
+                let mut r = base.clone();
+                set_credential(&mut r, c, age);
+                r
+            })
+            .collect(),
+    }
+}
+
+/// The credential attributes of the contract; severity WARN for a static credential.
+pub fn set_credential(r: &mut Record, c: &Credential, age_s: Option<u64>) {
+    r.set("keytrail.credential.kind", c.kind.as_str())
+        .set("keytrail.credential.lifetime", c.lifetime.as_str())
+        .set("keytrail.credential.fingerprint", c.fingerprint.clone())
+        .set_opt("keytrail.credential.id", c.id.clone())
+        .set_opt(
+            "keytrail.credential.expires_at",
+            c.expires_at
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        )
+        .set_opt("keytrail.credential.age_s", age_s)
+        .set_opt("keytrail.credential.location", c.location.clone());
+    if c.lifetime == Lifetime::Static {
+        r.severity = Severity::Warn;
     }
 }
 

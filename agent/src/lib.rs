@@ -5,13 +5,18 @@
 //! rules for both the kernel prefilter and the exact match; `agent` wires the stages together.
 
 pub mod agent;
+pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod credential;
 pub mod events;
 pub mod files;
+pub mod fingerprint_key;
+pub mod inspect;
 pub mod probes;
 pub mod procs;
 pub mod record;
+pub mod rootfs;
 pub mod sink;
 pub mod stats;
 pub mod watch;

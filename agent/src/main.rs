@@ -28,6 +28,11 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_USAGE, &e),
         },
+        Command::Classify(args) => match keytrail::classify::run(&args) {
+            Ok(keytrail::classify::Outcome::AllRead) => ExitCode::SUCCESS,
+            Ok(keytrail::classify::Outcome::SomeUnreadable) => ExitCode::from(EXIT_RUNTIME),
+            Err(e) => fail(EXIT_USAGE, &e),
+        },
         Command::Agent(args) => {
             let opts = match args.resolve() {
                 Ok(o) => o,

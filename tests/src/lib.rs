@@ -211,7 +211,11 @@ impl Agent {
         let jsonl = dir.path().join("events.jsonl");
         let stderr = dir.path().join("agent.log");
         let mut cmd = Command::new(keytrail_bin());
-        cmd.arg("agent").arg("--jsonl").arg(&jsonl);
+        cmd.arg("agent")
+            .arg("--jsonl")
+            .arg(&jsonl)
+            .arg("--state")
+            .arg(dir.path().join("state").join("keytrail.db"));
         if let Some(yaml) = config_yaml {
             let path = dir.path().join("config.yaml");
             std::fs::write(&path, yaml).expect("write config");
@@ -235,6 +239,23 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Freezes the agent (SIGSTOP): kernel events queue up in the ring buffer meanwhile, so a
+    /// test can make a process finish before the agent looks at it.
+    pub fn pause(&self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGSTOP) };
+    }
+
+    pub fn resume(&self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGCONT) };
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// Events written so far.
@@ -311,11 +332,16 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Access events for one file.path.
-pub fn accesses_of<'a>(events: &'a [Value], path: &str) -> Vec<&'a Value> {
+/// Access events for one file.path by processes of one cgroup. Every agent sees every process
+/// on the node, tests of other scenarios included, so scenarios always scope by their cgroup.
+pub fn accesses_of<'a>(events: &'a [Value], cgroup: &CgroupGuard, path: &str) -> Vec<&'a Value> {
     events
         .iter()
-        .filter(|e| e["event.name"] == "keytrail.credential.access" && e["file.path"] == path)
+        .filter(|e| {
+            e["event.name"] == "keytrail.credential.access"
+                && e["file.path"] == path
+                && e["keytrail.cgroup.path"] == cgroup.rel_path()
+        })
         .collect()
 }
 

@@ -70,7 +70,9 @@ fn secret_file_opens_are_reported_with_process_and_cgroup() {
         "1000"
     );
 
-    agent.wait_for("the missing .pgpass", |e| e["file.path"] == "/root/.pgpass");
+    agent.wait_for("the missing .pgpass", |e| {
+        e["file.path"] == "/root/.pgpass" && e["process.pid"] == w.pid()
+    });
     // The workload is still alive here, so stopping now proves nothing is lost at shutdown.
     let run = agent.stop();
     assert_eq!(run.exit_code, Some(0), "agent log:\n{}", run.stderr);
@@ -82,7 +84,7 @@ fn secret_file_opens_are_reported_with_process_and_cgroup() {
         ("/root/.ssh/id_ed25519", "openat2"),
     ] {
         // Planting the file was a write-open, reported as such; the read is reported once.
-        let hits: Vec<_> = accesses_of(&events, path)
+        let hits: Vec<_> = accesses_of(&events, &cgroup, path)
             .into_iter()
             .filter(|e| e["keytrail.file.open.access"] == "read")
             .collect();
@@ -95,7 +97,7 @@ fn secret_file_opens_are_reported_with_process_and_cgroup() {
         assert!(e.get("error.type").is_none(), "{e}");
     }
 
-    let missing = accesses_of(&events, "/root/.pgpass");
+    let missing = accesses_of(&events, &cgroup, "/root/.pgpass");
     assert_eq!(missing.len(), 1, "{missing:#?}");
     assert_opener(missing[0], &w, &cgroup);
     assert_eq!(missing[0]["keytrail.file.open.outcome"], "failed");

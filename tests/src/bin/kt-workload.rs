@@ -10,6 +10,10 @@
 //!   open PATH              open(2) through libc (glibc issues openat), then close
 //!   openat2 PATH           the openat2 syscall with AT_FDCWD, then close
 //!   open-many DIR N        create N files DIR/plain-I.txt, then open and close each
+//!   write-text PATH TEXT   create PATH (and its parents) holding TEXT (`\n` escapes allowed)
+//!   symlink TARGET LINK    create the symlink LINK -> TARGET (and LINK's parents)
+//!   chroot DIR             chroot(2) into DIR and chdir to /
+//!   fork-open PATH         fork a child that opens PATH and exits at once; reap it
 //!   exit
 
 use std::{
@@ -85,6 +89,49 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
             }
             std::fs::write(path, b"test fixture, not a secret\n").map_err(|e| e.to_string())?;
             Ok(String::new())
+        }
+        "write-text" => {
+            let path = std::path::Path::new(arg(0)?);
+            let text = args[1..].join(" ").replace("\\n", "\n");
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(path, text).map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        "symlink" => {
+            let link = std::path::Path::new(arg(1)?);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::os::unix::fs::symlink(arg(0)?, link).map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        "chroot" => {
+            let dir = cstr(arg(0)?)?;
+            check(unsafe { libc::chroot(dir.as_ptr()) }, "chroot")?;
+            std::env::set_current_dir("/").map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        "fork-open" => {
+            let p = cstr(arg(0)?)?;
+            // SAFETY: the child only calls open/close/_exit, all async-signal-safe.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                unsafe {
+                    let fd = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                    libc::_exit(0);
+                }
+            }
+            if pid < 0 {
+                return Err("fork failed".into());
+            }
+            let mut status = 0;
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            Ok(pid.to_string())
         }
         "chdir" => std::env::set_current_dir(arg(0)?)
             .map(|_| String::new())
