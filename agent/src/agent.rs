@@ -248,6 +248,10 @@ impl Pipeline {
                 let Some(access) = self.files.on_open(e, &who, time, &counters.files) else {
                     return Vec::new();
                 };
+                if let Some(target) = access.environ_of {
+                    let inspection = self.inspector.inspect_environ(target, SystemTime::now());
+                    return access_records(access.record, Some(&inspection), SystemTime::now());
+                }
                 let inspection = access.readable.then(|| {
                     self.inspector.inspect(
                         h.pid,

@@ -134,9 +134,22 @@ impl FileAccess {
             return None;
         }
 
+        let environ = match proc_environ_target(&path, pid) {
+            EnvironRead::NotEnviron => None,
+            // A process reading its own environment learns nothing new.
+            EnvironRead::Own => return None,
+            EnvironRead::Other(target) => Some(target),
+        };
         let mut r = Record::new(names::CREDENTIAL_ACCESS, time);
-        r.set("keytrail.credential.source", "file")
-            .set("file.path", path.clone());
+        r.set(
+            "keytrail.credential.source",
+            if environ.is_some() {
+                "proc_environ"
+            } else {
+                "file"
+            },
+        )
+        .set("file.path", path.clone());
         if !resolved {
             r.set("keytrail.file.path_resolved", false);
         }
@@ -153,10 +166,12 @@ impl FileAccess {
         r.set("keytrail.file.open.syscall", syscall_name(ev.syscall))
             .set("keytrail.file.open.access", access);
         set_process(&mut r, ev, who);
+        let environ_of = environ.and_then(|t| set_target(&mut r, pid, t));
         Some(OpenAccess {
             record: r,
             path,
-            readable: ok && resolved,
+            readable: ok && resolved && environ.is_none(),
+            environ_of: if ok { environ_of } else { None },
         })
     }
 
@@ -197,6 +212,93 @@ pub struct OpenAccess {
     pub path: String,
     /// The open succeeded and the path is known: the content can be inspected.
     pub readable: bool,
+    /// For a successful read of another process's /proc/PID/environ: that process's pid in
+    /// the agent's pid namespace, so its environment can be inspected.
+    pub environ_of: Option<u32>,
+}
+
+/// What a /proc/PID/environ path names, seen from the opening process.
+#[derive(Debug, PartialEq, Eq)]
+enum EnvironRead {
+    NotEnviron,
+    Own,
+    /// Another process, by its pid in the opener's pid namespace.
+    Other(u32),
+}
+
+fn proc_environ_target(path: &str, opener: u32) -> EnvironRead {
+    let Some(middle) = path
+        .strip_prefix("/proc/")
+        .and_then(|p| p.strip_suffix("/environ"))
+    else {
+        return EnvironRead::NotEnviron;
+    };
+    if middle == "self" || middle == "thread-self" {
+        return EnvironRead::Own;
+    }
+    // /proc/PID/task/TID/environ is the same file as /proc/PID/environ.
+    let pid_part = middle.split('/').next().unwrap_or(middle);
+    let Ok(target) = pid_part.parse::<u32>() else {
+        return EnvironRead::NotEnviron;
+    };
+    // The opener names pids in its own pid namespace.
+    let own = ns_pid(opener).unwrap_or(opener);
+    if target == own {
+        EnvironRead::Own
+    } else {
+        EnvironRead::Other(target)
+    }
+}
+
+/// A pid as the process sees itself: the last field of NSpid in /proc/PID/status.
+fn ns_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// The target of a /proc/PID/environ read (`keytrail.target.*`). Returns the target's pid in
+/// the agent's namespace when the reader shares it (else the pid is the reader's view only).
+fn set_target(r: &mut Record, reader: u32, target: u32) -> Option<u32> {
+    r.set("keytrail.target.pid", target);
+    let same_ns = match (
+        std::fs::metadata(format!("/proc/{reader}/ns/pid")),
+        std::fs::metadata("/proc/self/ns/pid"),
+    ) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt as _;
+            a.ino() == b.ino()
+        }
+        _ => false,
+    };
+    if !same_ns {
+        r.set("keytrail.target.pid_namespace", "reader");
+        return None;
+    }
+    let exe = std::fs::read_link(format!("/proc/{target}/exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    let cgroup = std::fs::read_to_string(format!("/proc/{target}/cgroup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .map(|p| p.trim_end().to_string())
+        });
+    let comm = std::fs::read_to_string(format!("/proc/{target}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default();
+    let w = workload_of(cgroup.as_deref(), exe.as_deref(), &comm);
+    r.set_opt("keytrail.target.executable.path", exe)
+        .set_opt("keytrail.target.cgroup.path", cgroup)
+        .set("keytrail.target.workload.kind", w.kind)
+        .set("keytrail.target.workload.name", w.name);
+    Some(target)
 }
 
 /// The access records for an open: one per credential found, or one saying why none was.
@@ -258,7 +360,14 @@ pub fn set_credential(r: &mut Record, c: &Credential, age_s: Option<u64>) {
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         )
         .set_opt("keytrail.credential.age_s", age_s)
-        .set_opt("keytrail.credential.location", c.location.clone());
+        .set_opt("keytrail.credential.location", c.location.clone())
+        .set_opt(
+            "keytrail.credential.env_var",
+            c.location
+                .as_deref()
+                .and_then(|l| l.strip_prefix("env "))
+                .map(str::to_string),
+        );
     if c.lifetime == Lifetime::Static {
         r.severity = Severity::Warn;
     }
@@ -394,6 +503,31 @@ mod tests {
         assert!(!f.allows(Some("/system.slice/x.service")));
         assert!(!f.allows(None));
         assert!(CgroupFilter::new(&[], &[]).unwrap().allows(None));
+    }
+
+    #[test]
+    fn environ_paths() {
+        let me = std::process::id();
+        assert_eq!(
+            proc_environ_target("/proc/self/environ", me),
+            EnvironRead::Own
+        );
+        assert_eq!(
+            proc_environ_target(&format!("/proc/{me}/environ"), me),
+            EnvironRead::Own
+        );
+        assert_eq!(
+            proc_environ_target("/proc/1/task/1/environ", me),
+            EnvironRead::Other(1)
+        );
+        assert_eq!(
+            proc_environ_target("/proc/x/environ", me),
+            EnvironRead::NotEnviron
+        );
+        assert_eq!(
+            proc_environ_target("/srv/environ", me),
+            EnvironRead::NotEnviron
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    credential::{Classifier, Credential},
+    credential::{Classifier, Credential, Kind},
     rootfs::{self, FileIdentity, ReadError, RootSource, Roots},
 };
 
@@ -101,7 +101,11 @@ impl Inspector {
                 };
             }
         };
-        let content = Arc::new(self.classify(&bytes, path, env_hint, now));
+        let mut content = self.classify(&bytes, path, env_hint, now);
+        if let Content::Credentials(creds) = &mut content {
+            self.lifetime_from_sibling_certificate(&root, path, creds, now);
+        }
+        let content = Arc::new(content);
         if self.cache.len() >= MAX_CACHED {
             self.cache.clear();
         }
@@ -111,6 +115,99 @@ impl Inspector {
             identity: Some(identity),
             via: Some(via),
         }
+    }
+
+    /// The credentials in the environment of process `pid` (its /proc/PID/environ, as read by
+    /// another process). Values stay inside this function's classification.
+    pub fn inspect_environ(&self, pid: u32, now: SystemTime) -> Inspection {
+        let path = format!("/proc/{pid}/environ");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) if b.len() as u64 <= self.max_file_bytes => b,
+            Ok(b) => {
+                return failed(
+                    ReadError::TooLarge {
+                        size: b.len() as u64,
+                        cap: self.max_file_bytes,
+                    },
+                    None,
+                );
+            }
+            Err(_) => return failed(ReadError::NotFound, None),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let vars = text
+            .split('\0')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| !k.is_empty());
+        let creds = self.classifier.classify_env(vars, now);
+        let content = if creds.is_empty() {
+            Content::Nothing("no credential in the environment".into())
+        } else {
+            Content::Credentials(creds)
+        };
+        Inspection {
+            content: Ok(Arc::new(content)),
+            identity: None,
+            via: None,
+        }
+    }
+
+    /// A private key with no certificate in its own file takes the lifetime of a certificate
+    /// in the same directory (`tls.key` beside `tls.crt` in a mounted Secret, `key.pem` beside
+    /// `svid.pem` from a SPIFFE helper).
+    fn lifetime_from_sibling_certificate(
+        &self,
+        root: &std::os::fd::OwnedFd,
+        path: &str,
+        creds: &mut [Credential],
+        now: SystemTime,
+    ) {
+        let is_cert = |c: &Credential| matches!(c.kind, Kind::X509Certificate | Kind::SpiffeSvid);
+        if creds.iter().any(is_cert) || !creds.iter().any(|c| c.kind == Kind::X509PrivateKey) {
+            return;
+        }
+        let Some(cert) = self.sibling_certificate(root, path, now) else {
+            return;
+        };
+        for c in creds.iter_mut().filter(|c| c.kind == Kind::X509PrivateKey) {
+            c.lifetime = cert.lifetime;
+            c.expires_at = cert.expires_at;
+        }
+    }
+
+    /// The first certificate found in the files beside `path` (bounded: a few dozen names,
+    /// each read under the cap).
+    fn sibling_certificate(
+        &self,
+        root: &std::os::fd::OwnedFd,
+        path: &str,
+        now: SystemTime,
+    ) -> Option<Credential> {
+        const MAX_SIBLINGS: usize = 32;
+        let (dir, own) = path.rsplit_once('/')?;
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let mut names = rootfs::list_dir_in_root(root, dir, MAX_SIBLINGS).ok()?;
+        names.sort();
+        names
+            .iter()
+            .filter(|n| n.as_str() != own && !n.starts_with(".."))
+            .filter(|n| {
+                [".crt", ".pem", ".cer", ".cert"]
+                    .iter()
+                    .any(|ext| n.ends_with(ext))
+            })
+            .find_map(|name| {
+                let sibling = format!("{}/{name}", dir.trim_end_matches('/'));
+                let (file, identity) = rootfs::open_in_root(root, &sibling).ok()?;
+                let bytes = rootfs::read_capped(file, &identity, self.max_file_bytes).ok()?;
+                let creds = self
+                    .classifier
+                    .classify_file(&bytes, &sibling, None, now)
+                    .ok()?;
+                creds
+                    .into_iter()
+                    .find(|c| matches!(c.kind, Kind::X509Certificate | Kind::SpiffeSvid))
+            })
     }
 
     fn classify(
@@ -162,4 +259,67 @@ pub fn read_local(path: &Path, cap: u64) -> Result<(Vec<u8>, FileIdentity), Read
     };
     let content = rootfs::read_in_root(&root, &abs.to_string_lossy(), cap)?;
     Ok((content.bytes, content.identity))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::credential::Lifetime;
+
+    fn short_lived_cert_and_key() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["svc.test".into()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::hours(1);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn key_takes_the_lifetime_of_a_certificate_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = short_lived_cert_and_key();
+        std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &key).unwrap();
+        let classifier = Classifier::new(b"test key", Duration::from_secs(24 * 3600));
+        let mut inspector = Inspector::new(classifier, 1 << 20, None);
+        let path = dir.path().join("tls.key");
+        let got = inspector.inspect(
+            std::process::id(),
+            1,
+            None,
+            path.to_str().unwrap(),
+            None,
+            SystemTime::now(),
+        );
+        let Ok(content) = got.content else {
+            panic!("unreadable: {:?}", got.content)
+        };
+        let Content::Credentials(creds) = &*content else {
+            panic!("nothing found")
+        };
+        assert_eq!(creds[0].kind, Kind::X509PrivateKey);
+        assert_eq!(creds[0].lifetime, Lifetime::ShortLived);
+        assert!(creds[0].expires_at.is_some());
+
+        // Alone, the same key is static.
+        let alone = tempfile::tempdir().unwrap();
+        std::fs::write(alone.path().join("tls.key"), &key).unwrap();
+        let got = inspector.inspect(
+            std::process::id(),
+            1,
+            None,
+            alone.path().join("tls.key").to_str().unwrap(),
+            None,
+            SystemTime::now(),
+        );
+        let content = got.content.unwrap();
+        let Content::Credentials(creds) = &*content else {
+            panic!("nothing found")
+        };
+        assert_eq!(creds[0].lifetime, Lifetime::Static);
+    }
 }

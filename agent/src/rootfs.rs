@@ -105,10 +105,48 @@ pub fn open_in_root(
     root: &OwnedFd,
     path: &str,
 ) -> Result<(std::fs::File, FileIdentity), ReadError> {
+    let file = openat2_in_root(
+        root,
+        path,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+    )?;
+    let meta = file.metadata().map_err(|e| ReadError::Io(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    let identity = FileIdentity {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        size: meta.len(),
+    };
+    Ok((file, identity))
+}
+
+/// The names in directory `dir` (as the workload sees it), at most `limit` of them.
+pub fn list_dir_in_root(root: &OwnedFd, dir: &str, limit: usize) -> Result<Vec<String>, ReadError> {
+    let dir = openat2_in_root(
+        root,
+        dir,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    )?;
+    // Our own descriptor, so this magic link cannot lead anywhere else.
+    let entries = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+    Ok(entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .take(limit)
+        .collect())
+}
+
+/// openat2 relative to `root`: never leaves it (RESOLVE_IN_ROOT, so absolute symlinks resolve
+/// inside it too) and never follows /proc magic links.
+fn openat2_in_root(root: &OwnedFd, path: &str, flags: i32) -> Result<std::fs::File, ReadError> {
     let rel = CString::new(path.trim_start_matches('/'))
         .map_err(|_| ReadError::Io("path contains NUL".into()))?;
     let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) as u64,
+        flags: flags as u64,
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
@@ -132,18 +170,9 @@ pub fn open_in_root(
         });
     }
     // SAFETY: fresh descriptor we own.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    let meta = file.metadata().map_err(|e| ReadError::Io(e.to_string()))?;
-    if !meta.file_type().is_file() {
-        return Err(ReadError::NotRegular);
-    }
-    let identity = FileIdentity {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        size: meta.len(),
-    };
-    Ok((file, identity))
+    Ok(std::fs::File::from(unsafe {
+        OwnedFd::from_raw_fd(fd as i32)
+    }))
 }
 
 /// Reads an opened file, refusing one larger than `cap`.

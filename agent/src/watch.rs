@@ -13,6 +13,9 @@ use keytrail_common::{PREFIX_MAX, SUFFIX_MAX};
 /// Longest basename the kernel filter holds (`/name` must fit its suffix keys).
 const BASENAME_MAX: usize = SUFFIX_MAX - 1;
 
+/// Always watched, whatever the config: another process reading a process's environment.
+pub const PROC_ENVIRON_GLOB: &str = "/proc/*/environ";
+
 /// Where `~/` points: root's home and every user's home.
 const HOME_ROOTS: [&str; 2] = ["/root", "/home/*"];
 
@@ -74,7 +77,8 @@ impl WatchRules {
         let mut globs = Vec::new();
         let mut builder = GlobSetBuilder::new();
         let mut kernel = BTreeSet::new();
-        for pattern in patterns {
+        let builtin = [PROC_ENVIRON_GLOB.to_string()];
+        for pattern in builtin.iter().chain(patterns) {
             for glob in expand_home(pattern)? {
                 builder.add(compile_glob(&glob)?);
                 let entries = kernel_entries(&glob)?;

@@ -123,8 +123,14 @@ impl Workload {
     /// Starts `exe` (the kt-workload binary) inside `cgroup`: the child moves itself into the
     /// cgroup before exec, so every syscall of the workload happens there.
     pub fn spawn(exe: &Path, cgroup: &CgroupGuard) -> Self {
+        Self::spawn_with_env(exe, cgroup, &[])
+    }
+
+    /// Like [`Workload::spawn`], with extra environment variables.
+    pub fn spawn_with_env(exe: &Path, cgroup: &CgroupGuard, env: &[(&str, &str)]) -> Self {
         let procs = cgroup.procs_file();
         let mut cmd = Command::new(exe);
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

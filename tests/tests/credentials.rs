@@ -207,3 +207,62 @@ fn short_lived_reader_is_read_through_its_cgroup_peer() {
         1
     );
 }
+
+#[test]
+fn reading_another_process_environment_is_reported_with_its_target() {
+    let mut agent = Agent::start(None);
+    let (id, secret) = aws_pair();
+    let target_cg = CgroupGuard::new("env-target");
+    let target = Workload::spawn_with_env(
+        WORKLOAD.as_ref(),
+        &target_cg,
+        &[
+            ("AWS_ACCESS_KEY_ID", id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ],
+    );
+    let reader_cg = CgroupGuard::new("env-reader");
+    let mut reader = Workload::spawn(WORKLOAD.as_ref(), &reader_cg);
+    // Its own environment is not another process's.
+    reader.run("open /proc/self/environ");
+    let environ = format!("/proc/{}/environ", target.pid());
+    assert!(
+        reader
+            .run(&format!("open {environ}"))
+            .parse::<i64>()
+            .unwrap()
+            >= 0
+    );
+
+    let e = agent.wait_for("the environ read", |e| {
+        e["file.path"] == environ.as_str() && e["process.pid"] == reader.pid()
+    });
+    assert_eq!(e["keytrail.credential.source"], "proc_environ", "{e}");
+    assert_eq!(e["keytrail.target.pid"], target.pid(), "{e}");
+    assert_eq!(
+        e["keytrail.target.cgroup.path"],
+        target_cg.rel_path(),
+        "{e}"
+    );
+    assert_eq!(e["keytrail.cgroup.path"], reader_cg.rel_path(), "{e}");
+    assert_eq!(e["keytrail.credential.kind"], "aws_access_key", "{e}");
+    assert_eq!(e["keytrail.credential.lifetime"], "static", "{e}");
+    let run = agent.stop();
+    let mine: Vec<_> = run
+        .events
+        .iter()
+        .filter(|e| e["keytrail.cgroup.path"] == reader_cg.rel_path())
+        .collect();
+    assert!(
+        mine.iter().all(|e| e["file.path"] != "/proc/self/environ"),
+        "own environment reported: {mine:#?}"
+    );
+    assert!(
+        mine.iter()
+            .any(|e| e["keytrail.credential.id"] == id.as_str()),
+        "{mine:#?}"
+    );
+    let all: String = run.events.iter().map(|e| e.to_string()).collect();
+    assert_no_leak("JSON lines", &all, &secret);
+    assert_no_leak("agent log", &run.stderr, &secret);
+}

@@ -176,3 +176,20 @@ fn bad_config_exits_2_naming_the_field() {
     ]);
     assert_eq!(check.status.code(), Some(0));
 }
+
+#[test]
+fn missing_capabilities_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-sys_admin,-bpf,-perfmon", "--"])
+        .arg(keytrail_tests::keytrail_bin())
+        .args(["agent", "--duration", "1", "--state"])
+        .arg(dir.path().join("keytrail.db"))
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for cap in ["CAP_SYS_ADMIN", "CAP_BPF", "CAP_PERFMON"] {
+        assert!(err.contains(cap), "{cap} not named in: {err}");
+    }
+}
