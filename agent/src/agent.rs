@@ -15,7 +15,7 @@ use crate::{
     config::Config,
     credential::Classifier,
     events::{self, KernelEvent, comm},
-    files::{CgroupFilter, FileAccess, Opener, access_records},
+    files::{CgroupFilter, FileAccess, FirstSeen, Opener, access_records},
     fingerprint_key::{KeyError, KeySource, load_key},
     inspect::Inspector,
     probes::{self, ProbeError, Probes},
@@ -123,6 +123,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         cgroups,
         files: FileAccess::new(rules, cgroup_filter, config.output.dedup_window),
         inspector,
+        first_seen: FirstSeen::default(),
         clock: BootClock::now(),
     };
     let pipeline_task =
@@ -204,6 +205,7 @@ struct Pipeline {
     cgroups: CgroupPaths,
     files: FileAccess,
     inspector: Inspector,
+    first_seen: FirstSeen,
     clock: BootClock,
 }
 
@@ -250,7 +252,12 @@ impl Pipeline {
                 };
                 if let Some(target) = access.environ_of {
                     let inspection = self.inspector.inspect_environ(target, SystemTime::now());
-                    return access_records(access.record, Some(&inspection), SystemTime::now());
+                    return access_records(
+                        access.record,
+                        Some(&inspection),
+                        SystemTime::now(),
+                        &mut self.first_seen,
+                    );
                 }
                 let inspection = access.readable.then(|| {
                     self.inspector.inspect(
@@ -262,7 +269,12 @@ impl Pipeline {
                         SystemTime::now(),
                     )
                 });
-                access_records(access.record, inspection.as_ref(), SystemTime::now())
+                access_records(
+                    access.record,
+                    inspection.as_ref(),
+                    SystemTime::now(),
+                    &mut self.first_seen,
+                )
             }
         }
     }

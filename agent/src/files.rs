@@ -302,10 +302,13 @@ fn set_target(r: &mut Record, reader: u32, target: u32) -> Option<u32> {
 }
 
 /// The access records for an open: one per credential found, or one saying why none was.
+/// A credential's age is its file's age (mtime) when it came from a file, else what
+/// `first_seen` says.
 pub fn access_records(
     base: Record,
     inspection: Option<&Inspection>,
     now: SystemTime,
+    first_seen: &mut FirstSeen,
 ) -> Vec<Record> {
     let unknown = |mut r: Record, key: Option<(&str, String)>| {
         r.set("keytrail.credential.kind", "unknown")
@@ -341,10 +344,32 @@ pub fn access_records(
             .iter()
             .map(|c| {
                 let mut r = base.clone();
-                set_credential(&mut r, c, age);
+                let seen_age = first_seen.age(&c.fingerprint, now);
+                set_credential(&mut r, c, age.or(Some(seen_age)));
                 r
             })
             .collect(),
+    }
+}
+
+/// When the agent first saw each fingerprint: the age of credentials that carry none of their
+/// own (environment values). Bounded; when full it starts over, so ages restart low rather
+/// than memory growing.
+#[derive(Debug, Default)]
+pub struct FirstSeen {
+    seen: HashMap<String, SystemTime>,
+}
+
+impl FirstSeen {
+    const MAX: usize = 65_536;
+
+    /// Seconds since `fingerprint` was first seen (0 the first time).
+    pub fn age(&mut self, fingerprint: &str, now: SystemTime) -> u64 {
+        if self.seen.len() >= Self::MAX && !self.seen.contains_key(fingerprint) {
+            self.seen.clear();
+        }
+        let first = *self.seen.entry(fingerprint.to_string()).or_insert(now);
+        now.duration_since(first).map(|d| d.as_secs()).unwrap_or(0)
     }
 }
 
@@ -503,6 +528,15 @@ mod tests {
         assert!(!f.allows(Some("/system.slice/x.service")));
         assert!(!f.allows(None));
         assert!(CgroupFilter::new(&[], &[]).unwrap().allows(None));
+    }
+
+    #[test]
+    fn first_seen_ages_grow_from_zero() {
+        let mut f = FirstSeen::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(f.age("kt1:a", t0), 0);
+        assert_eq!(f.age("kt1:a", t0 + Duration::from_secs(90)), 90);
+        assert_eq!(f.age("kt1:b", t0 + Duration::from_secs(90)), 0);
     }
 
     #[test]

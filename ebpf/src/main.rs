@@ -1,6 +1,8 @@
 //! keytrail's kernel programs. Each family lives in its own module under `probes`.
 #![no_std]
 #![no_main]
+// BPF atomics (the pending-open counter) are written as inline assembly.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod probes;
 

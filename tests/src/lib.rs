@@ -252,6 +252,30 @@ impl Agent {
     pub fn pause(&self) {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.pid() as i32, libc::SIGSTOP) };
+        // The signal is asynchronous: wait until every thread has actually stopped.
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.all_threads_stopped() {
+            assert!(Instant::now() < deadline, "agent did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = &stat[stat.rfind(')')? + 1..];
+                    after
+                        .split_whitespace()
+                        .next()
+                        .map(|s| s == "T" || s == "t")
+                })
+                .unwrap_or(true)
+        })
     }
 
     pub fn resume(&self) {

@@ -47,6 +47,16 @@ fn assert_no_leak(what: &str, haystack: &str, secret: &str) {
     }
 }
 
+/// Gives the workload a private mount namespace with a tmpfs /root holding an AWS key file.
+fn plant_aws_credentials(w: &mut Workload, id: &str, secret: &str) {
+    w.run("unshare-mount");
+    w.run("tmpfs /root");
+    w.run(&format!(
+        "write-text /root/.aws/credentials {}",
+        aws_file(id, secret)
+    ));
+}
+
 fn reads_of<'a>(events: &'a [Value], cgroup: &CgroupGuard, path: &str) -> Vec<&'a Value> {
     accesses_of(events, cgroup, path)
         .into_iter()
@@ -60,12 +70,7 @@ fn static_aws_key_file_is_classified_and_never_leaked() {
     let cgroup = CgroupGuard::new("aws");
     let mut w = Workload::spawn(WORKLOAD.as_ref(), &cgroup);
     let (id, secret) = aws_pair();
-    w.run("unshare-mount");
-    w.run("tmpfs /root");
-    w.run(&format!(
-        "write-text /root/.aws/credentials {}",
-        aws_file(&id, &secret)
-    ));
+    plant_aws_credentials(&mut w, &id, &secret);
     w.run("open /root/.aws/credentials");
 
     let e = agent.wait_for("the classified read", |e| {
@@ -176,12 +181,7 @@ fn short_lived_reader_is_read_through_its_cgroup_peer() {
     let cgroup = CgroupGuard::new("peer");
     let mut w = Workload::spawn(WORKLOAD.as_ref(), &cgroup);
     let (id, secret) = aws_pair();
-    w.run("unshare-mount");
-    w.run("tmpfs /root");
-    w.run(&format!(
-        "write-text /root/.aws/credentials {}",
-        aws_file(&id, &secret)
-    ));
+    plant_aws_credentials(&mut w, &id, &secret);
     // The agent has seen the workload (in its private mount namespace) write the file.
     agent.wait_for("the planting write", |e| {
         e["file.path"] == "/root/.aws/credentials" && e["process.pid"] == w.pid()

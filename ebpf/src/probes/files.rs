@@ -69,6 +69,12 @@ struct OpenScratch {
 #[map]
 static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Slot 0: how many candidate opens are waiting for their exit, node-wide. The exit programs
+/// skip the PENDING_OPENS lookup while it is 0, which is nearly always. A lost exit only
+/// leaves it above 0, which costs the lookup again, never an event.
+#[map]
+static PENDING_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Candidate opens waiting for their syscall exit, by pid_tgid.
 #[map]
 static PENDING_OPENS: LruHashMap<u64, FileOpen> =
@@ -206,6 +212,8 @@ fn open_enter(
     count_seen(probe);
     if insert_pending(pid_tgid, ev).is_err() {
         count_dropped(probe);
+    } else {
+        pending_add(1);
     }
     Ok(())
 }
@@ -218,8 +226,11 @@ fn insert_pending(pid_tgid: u64, ev: &FileOpen) -> Result<(), i32> {
 
 #[inline(always)]
 fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
+    // The common case: no candidate open is in flight anywhere.
+    if pending_count() == 0 {
+        return Ok(());
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
-    // The common case: this open was not a candidate.
     let ev = PENDING_OPENS.get_ptr_mut(pid_tgid).ok_or(ProbeError)?;
     // SAFETY: the pointer comes from a successful lookup; offset from the format file.
     let ev = unsafe {
@@ -229,8 +240,34 @@ fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
     if EVENTS.output::<FileOpen>(ev, 0).is_err() {
         count_dropped(probe);
     }
-    let _ = PENDING_OPENS.remove(pid_tgid);
+    if PENDING_OPENS.remove(pid_tgid).is_ok() {
+        pending_add(u64::MAX); // wrapping -1
+    }
     Ok(())
+}
+
+#[inline(always)]
+fn pending_count() -> u64 {
+    match PENDING_COUNT.get_ptr(0) {
+        // SAFETY: slot 0 of an array map always exists; a racy read is fine here.
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => 1,
+    }
+}
+
+#[inline(always)]
+fn pending_add(delta: u64) {
+    if let Some(p) = PENDING_COUNT.get_ptr_mut(0) {
+        // SAFETY: slot 0 exists and is 8-byte aligned. core's atomics are not available for
+        // the BPF target, so the atomic add (BPF_ATOMIC | BPF_ADD) is written directly.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {d}",
+                p = in(reg) p,
+                d = in(reg) delta,
+            )
+        };
+    }
 }
 
 /// Returns the [`filter`] bit of the first filter the path in `s.event.path[..len]` passes, or 0.
