@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -37,6 +38,9 @@ enum Command {
     Test(test::Options),
     /// Benchmarks.
     Bench(bench::Options),
+    /// Fuzz the parsers of untrusted input (cargo-fuzz, nightly); `--smoke` for a short
+    /// deterministic run.
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::run(opts),
         Command::Bench(opts) => bench::run(opts),
+        Command::Fuzz(opts) => fuzz::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,14 +5,17 @@
 //! 3. `cargo clippy --all-targets -- -D warnings` on every crate but the kernel one
 //! 4. clippy on the kernel crate (nightly, `bpfel-unknown-none`, `-Z build-std=core`)
 //! 5. `cargo build -p keytrail`: the agent binary the end-to-end tests run
-//! 6. `cargo test --no-fail-fast` on every crate but the kernel one, with the test
+//! 6. `cargo xtask fuzz --smoke`: every fuzz target for a fixed number of runs with a fixed
+//!    seed, from the committed seeds and regressions (the first run builds the targets with
+//!    sanitizers, which takes a while)
+//! 7. `cargo test --no-fail-fast` on every crate but the kernel one, with the test
 //!    binaries running as root (they load eBPF programs); through `sudo -E` when not
 //!    already root.
 //!
 //! The kernel crate only builds for the BPF target, so the host steps use
 //! `--workspace --exclude keytrail-ebpf` (`--workspace` alone ignores `default-members`).
 //!
-//! Steps 2-6 all run even when one fails; the command fails if any did.
+//! Steps 2-7 all run even when one fails; the command fails if any did.
 
 use std::{
     process::Command,
@@ -44,7 +47,7 @@ struct Step {
 }
 
 pub fn run(opts: Options) -> Result<()> {
-    let total = 6;
+    let total = 7;
     header(1, total, "setup");
     let start = Instant::now();
     setup::ensure().context("setup failed; nothing else was run")?;
@@ -74,6 +77,10 @@ pub fn run(opts: Options) -> Result<()> {
     // end-to-end tests live in another package and run its binary.
     let mut build_agent = util::cargo()?;
     build_agent.args(["build", "--package", "keytrail", "--bins"]);
+
+    // Through `cargo xtask` again, so the step header shows the command to rerun it alone.
+    let mut fuzz_smoke = util::cargo()?;
+    fuzz_smoke.args(["xtask", "fuzz", "--smoke"]);
 
     let mut test = util::cargo()?;
     test.args([
@@ -113,6 +120,10 @@ pub fn run(opts: Options) -> Result<()> {
             command: build_agent,
         },
         Step {
+            name: "fuzz smoke (deterministic)",
+            command: fuzz_smoke,
+        },
+        Step {
             name: "tests",
             command: test,
         },
@@ -141,7 +152,7 @@ pub fn run(opts: Options) -> Result<()> {
     println!("==== summary ====");
     for (name, ok, elapsed) in &results {
         println!(
-            "  {:<6} {name:<24} {}",
+            "  {:<6} {name:<28} {}",
             if *ok { "ok" } else { "FAILED" },
             seconds(*elapsed)
         );
