@@ -64,7 +64,7 @@ fn setup(rebuild_bpf_linker: bool) -> Result<()> {
     ensure_components(None, &nightly.host, ACTIVE_COMPONENTS)?;
     ensure_bpf_linker(&nightly, rebuild_bpf_linker)?;
     ensure_debian_packages(DEBIAN_PACKAGES)?;
-    println!("setup: done in {:.1} s", start.elapsed().as_secs_f64());
+    eprintln!("setup: done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -89,13 +89,13 @@ fn ensure_nightly() -> Result<()> {
         })
     });
     if installed {
-        println!("setup: {NIGHTLY} toolchain ok");
+        eprintln!("setup: {NIGHTLY} toolchain ok");
         return Ok(());
     }
-    println!("setup: installing the {NIGHTLY} toolchain");
+    eprintln!("setup: installing the {NIGHTLY} toolchain");
     run_checked(rustup()?.args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]))
         .context("installing the nightly toolchain failed")?;
-    println!("setup: {NIGHTLY} toolchain installed");
+    eprintln!("setup: {NIGHTLY} toolchain installed");
     Ok(())
 }
 
@@ -182,7 +182,7 @@ fn ensure_components(toolchain: Option<&str>, host: &str, components: &[&str]) -
         .collect::<Vec<_>>();
     let name = toolchain.unwrap_or("active toolchain");
     if !missing.is_empty() {
-        println!("setup: adding {} to {name}", missing.join(", "));
+        eprintln!("setup: adding {} to {name}", missing.join(", "));
         let mut add = rustup()?;
         add.args(["component", "add"]).args(&missing);
         if let Some(toolchain) = toolchain {
@@ -190,7 +190,7 @@ fn ensure_components(toolchain: Option<&str>, host: &str, components: &[&str]) -
         }
         run_checked(&mut add)?;
     }
-    println!("setup: {name}: {} ok", components.join(", "));
+    eprintln!("setup: {name}: {} ok", components.join(", "));
     Ok(())
 }
 
@@ -202,17 +202,17 @@ fn ensure_bpf_linker(nightly: &NightlyInfo, force: bool) -> Result<()> {
     if !force {
         match bpf_linker_state(nightly, &prefix, &stamp)? {
             LinkerState::Ok(version) => {
-                println!(
+                eprintln!(
                     "setup: bpf-linker {version} ok (LLVM {})",
                     nightly.llvm_major
                 );
                 return Ok(());
             }
-            LinkerState::Stale(why) => println!("setup: bpf-linker must be (re)built: {why}"),
+            LinkerState::Stale(why) => eprintln!("setup: bpf-linker must be (re)built: {why}"),
         }
     }
 
-    println!(
+    eprintln!(
         "setup: building bpf-linker {BPF_LINKER_SERIES} against {NIGHTLY}'s LLVM {} \
          (takes a couple of minutes)",
         nightly.llvm_major
@@ -261,7 +261,7 @@ fn ensure_bpf_linker(nightly: &NightlyInfo, force: bool) -> Result<()> {
         run_checked(&mut cmd)
     };
     if let Err(err) = install(true) {
-        println!("setup: `cargo install --locked` failed ({err:#}); retrying without --locked");
+        eprintln!("setup: `cargo install --locked` failed ({err:#}); retrying without --locked");
         install(false).context("building bpf-linker failed")?;
     }
 
@@ -269,7 +269,7 @@ fn ensure_bpf_linker(nightly: &NightlyInfo, force: bool) -> Result<()> {
         .context("bpf-linker was installed but `bpf-linker --version` does not run")?;
     fs::write(&stamp, &nightly.version_verbose)
         .with_context(|| format!("writing {}", stamp.display()))?;
-    println!(
+    eprintln!(
         "setup: bpf-linker {version} ok (LLVM {}, built in {:.0} s)",
         nightly.llvm_major,
         start.elapsed().as_secs_f64()
@@ -384,7 +384,7 @@ pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
     missing.sort_unstable();
     missing.dedup();
     if missing.is_empty() {
-        println!("setup: commands {commands} ok");
+        eprintln!("setup: commands {commands} ok");
         return Ok(());
     }
     if find_in_path("apt-get").is_none() {
@@ -413,7 +413,7 @@ pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
             .stdin(std::process::Stdio::null());
         Ok(cmd)
     };
-    println!("setup: installing Debian packages: {}", missing.join(" "));
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
     run_checked(&mut apt(&["update"])?)?;
     let mut install = apt(&["install", "-y", "--no-install-recommends"])?;
     install.args(&missing);
@@ -421,6 +421,6 @@ pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
     if let Some((cmd, package)) = packages.iter().find(|(cmd, _)| find_in_path(cmd).is_none()) {
         bail!("`{cmd}` is still missing after installing {package}");
     }
-    println!("setup: commands {commands} ok");
+    eprintln!("setup: commands {commands} ok");
     Ok(())
 }
