@@ -404,6 +404,12 @@ fn set_process(r: &mut Record, ev: &FileOpen, who: &Opener<'_>) {
     r.set("process.pid", ev.header.pid)
         .set_opt("process.executable.path", who.proc.exe.clone())
         .set("process.executable.name", who.proc.comm.clone())
+        .set_opt(
+            "process.creation.time",
+            who.proc
+                .creation_time
+                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        )
         .set("process.user.id", ev.header.uid)
         .set_opt("keytrail.cgroup.path", who.cgroup_path.map(str::to_string))
         .set("keytrail.cgroup.id", ev.header.cgroup_id)

@@ -17,6 +17,8 @@ pub struct ProcInfo {
     /// Start time in clock ticks after boot (/proc/PID/stat field 22): with the pid, the key
     /// that survives pid reuse.
     pub start_ticks: Option<u64>,
+    /// Start time as wall-clock time (`process.creation.time`).
+    pub creation_time: Option<std::time::SystemTime>,
 }
 
 /// Bounds the table if exit events are lost (ring buffer full).
@@ -25,11 +27,23 @@ const MAX_PROCESSES: usize = 65_536;
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     procs: HashMap<u32, ProcInfo>,
+    /// Boot time (/proc/stat btime) and clock ticks per second, to turn start ticks into
+    /// wall-clock time.
+    boot: Option<(std::time::SystemTime, u64)>,
 }
 
 impl ProcessTable {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            procs: HashMap::new(),
+            boot: boot_clock(),
+        }
+    }
+
+    fn creation_time(&self, start_ticks: Option<u64>) -> Option<std::time::SystemTime> {
+        let (boot, hz) = self.boot?;
+        let ticks = start_ticks?;
+        Some(boot + std::time::Duration::from_millis(ticks.saturating_mul(1000) / hz))
     }
 
     pub fn on_exec(&mut self, ev: &ProcExec) {
@@ -37,12 +51,14 @@ impl ProcessTable {
         // /proc/PID/exe is exact (resolved); the tracepoint's filename is what was passed to
         // execve and is the fallback when the process is already gone.
         let exe = read_exe(pid).or_else(|| Some(text(&ev.filename, ev.filename_len)));
+        let start_ticks = read_start_ticks(pid);
         self.insert(
             pid,
             ProcInfo {
                 exe,
                 comm: comm(&ev.header),
-                start_ticks: read_start_ticks(pid),
+                start_ticks,
+                creation_time: self.creation_time(start_ticks),
             },
         );
     }
@@ -56,10 +72,12 @@ impl ProcessTable {
         if let Some(p) = self.procs.get(&pid) {
             return p.clone();
         }
+        let start_ticks = read_start_ticks(pid);
         let info = ProcInfo {
             exe: read_exe(pid),
             comm: comm.to_string(),
-            start_ticks: read_start_ticks(pid),
+            start_ticks,
+            creation_time: self.creation_time(start_ticks),
         };
         if info.exe.is_some() {
             self.insert(pid, info.clone());
@@ -83,6 +101,24 @@ impl ProcessTable {
     pub fn is_empty(&self) -> bool {
         self.procs.is_empty()
     }
+}
+
+/// Boot time from /proc/stat (`btime`, seconds since the epoch) and USER_HZ.
+fn boot_clock() -> Option<(std::time::SystemTime, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some((
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(btime),
+        hz,
+    ))
 }
 
 fn read_exe(pid: u32) -> Option<String> {
@@ -121,6 +157,11 @@ mod tests {
         let me = t.lookup(std::process::id(), "x");
         assert!(me.exe.is_some());
         assert!(me.start_ticks.is_some());
+        // Started within the last hour (the test process, moments ago).
+        let age = std::time::SystemTime::now()
+            .duration_since(me.creation_time.unwrap())
+            .unwrap();
+        assert!(age < std::time::Duration::from_secs(3600), "{age:?}");
         assert_eq!(t.len(), 1);
     }
 }

@@ -31,6 +31,12 @@ fn assert_opener(e: &Value, w: &Workload, cgroup: &CgroupGuard) {
     assert_eq!(e["keytrail.cgroup.path"], cgroup.rel_path(), "{e}");
     assert_eq!(e["keytrail.cgroup.id"], cgroup.id(), "{e}");
     assert_eq!(e["keytrail.credential.source"], "file", "{e}");
+    assert!(
+        e["process.creation.time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20") && t.ends_with('Z')),
+        "{e}"
+    );
     assert_eq!(e["severity"], "INFO", "{e}");
 }
 
