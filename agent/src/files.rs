@@ -16,11 +16,11 @@ use crate::{
     credential::{Credential, Lifetime},
     events::text,
     inspect::{Content, Inspection},
-    procs::ProcInfo,
+    procs::{ProcInfo, read_exe},
     record::{Record, Severity, names},
     rootfs::RootSource,
     watch::WatchRules,
-    workload::workload_of,
+    workload::{proc_cgroup_path, workload_of},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -266,30 +266,12 @@ fn ns_pid(pid: u32) -> Option<u32> {
 /// the agent's namespace when the reader shares it (else the pid is the reader's view only).
 fn set_target(r: &mut Record, reader: u32, target: u32) -> Option<u32> {
     r.set("keytrail.target.pid", target);
-    let same_ns = match (
-        std::fs::metadata(format!("/proc/{reader}/ns/pid")),
-        std::fs::metadata("/proc/self/ns/pid"),
-    ) {
-        (Ok(a), Ok(b)) => {
-            use std::os::unix::fs::MetadataExt as _;
-            a.ino() == b.ino()
-        }
-        _ => false,
-    };
-    if !same_ns {
+    if pid_namespace(reader).is_none() || pid_namespace(reader) != agent_pid_namespace() {
         r.set("keytrail.target.pid_namespace", "reader");
         return None;
     }
-    let exe = std::fs::read_link(format!("/proc/{target}/exe"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned());
-    let cgroup = std::fs::read_to_string(format!("/proc/{target}/cgroup"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .map(|p| p.trim_end().to_string())
-        });
+    let exe = read_exe(target);
+    let cgroup = proc_cgroup_path(target);
     let comm = std::fs::read_to_string(format!("/proc/{target}/comm"))
         .map(|c| c.trim_end().to_string())
         .unwrap_or_default();
@@ -299,6 +281,20 @@ fn set_target(r: &mut Record, reader: u32, target: u32) -> Option<u32> {
         .set("keytrail.target.workload.kind", w.kind)
         .set("keytrail.target.workload.name", w.name);
     Some(target)
+}
+
+/// The inode of a process's pid namespace.
+fn pid_namespace(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// The agent's own pid namespace, read once.
+fn agent_pid_namespace() -> Option<u64> {
+    static NS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| pid_namespace(std::process::id()))
 }
 
 /// The access records for an open: one per credential found, or one saying why none was.

@@ -121,7 +121,8 @@ fn boot_clock() -> Option<(std::time::SystemTime, u64)> {
     ))
 }
 
-fn read_exe(pid: u32) -> Option<String> {
+/// The executable of a live process (its /proc/PID/exe link).
+pub(crate) fn read_exe(pid: u32) -> Option<String> {
     let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
     Some(link.to_string_lossy().into_owned())
 }

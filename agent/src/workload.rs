@@ -130,7 +130,7 @@ impl CgroupPaths {
 }
 
 /// The unified-hierarchy line of /proc/PID/cgroup ("0::/path").
-fn proc_cgroup_path(pid: u32) -> Option<String> {
+pub(crate) fn proc_cgroup_path(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))

@@ -57,6 +57,12 @@ fn secret_file_opens_are_reported_with_process_and_cgroup() {
     w.run("write /root/.aws/credentials");
     w.run("write /root/certs/client.pem");
     w.run("write /root/.ssh/id_ed25519");
+    // Kernel filter paths other than absolute prefixes: a directory tail (`/.ssh/` for
+    // ~/.ssh/* under /home/*) and a basename prefix (`.env.` for **/.env.*).
+    w.run("tmpfs /home");
+    w.run("tmpfs /srv");
+    w.run("write /home/kt-user/.ssh/id_ed25519");
+    w.run("write /srv/app/.env.production");
 
     // 1. absolute path, 2. relative path after chdir, 3. openat2, 4. a watched path that is missing.
     assert!(w.run("open /root/.aws/credentials").parse::<i64>().unwrap() >= 0);
@@ -64,6 +70,18 @@ fn secret_file_opens_are_reported_with_process_and_cgroup() {
     assert!(w.run("open client.pem").parse::<i64>().unwrap() >= 0);
     assert!(
         w.run("openat2 /root/.ssh/id_ed25519")
+            .parse::<i64>()
+            .unwrap()
+            >= 0
+    );
+    assert!(
+        w.run("open /home/kt-user/.ssh/id_ed25519")
+            .parse::<i64>()
+            .unwrap()
+            >= 0
+    );
+    assert!(
+        w.run("open /srv/app/.env.production")
             .parse::<i64>()
             .unwrap()
             >= 0
@@ -88,6 +106,8 @@ fn secret_file_opens_are_reported_with_process_and_cgroup() {
         ("/root/.aws/credentials", "openat"),
         ("/root/certs/client.pem", "openat"),
         ("/root/.ssh/id_ed25519", "openat2"),
+        ("/home/kt-user/.ssh/id_ed25519", "openat"),
+        ("/srv/app/.env.production", "openat"),
     ] {
         // Planting the file was a write-open, reported as such; the read is reported once.
         let hits: Vec<_> = accesses_of(&events, &cgroup, path)

@@ -57,8 +57,8 @@ static FILTER_PREFIX: LpmTrie<[u8; PREFIX_MAX], u32> =
 #[repr(C)]
 struct OpenScratch {
     event: FileOpen,
-    /// Path length; index of the last '/' in the path; index of the first '/' in the reversed
-    /// path. Kept here, not in registers, so the verifier sees bounded unknowns after each loop
+    /// Path length; index of the last '/' in the path; the same '/' as an index into the
+    /// reversed path. Kept here, not in registers, so the verifier sees bounded unknowns after each loop
     /// instead of one state per loop exit.
     len: u64,
     last_slash: u64,
@@ -375,21 +375,24 @@ fn load(slot: &u64) -> u64 {
     unsafe { core::ptr::read_volatile(slot) }
 }
 
-/// Writes the last SUFFIX_MAX bytes of the path reversed into `s.rev[4..]`, and the index of
-/// the first '/' met (the end of the basename) into `s.slash`.
+/// Writes the last SUFFIX_MAX bytes of the path reversed into `s.rev[4..]`, and where the last
+/// '/' (found by `find_last_slash`) lands in them into `s.slash`.
 #[inline(always)]
 fn reverse_tail(s: &mut OpenScratch) {
     let len = load(&s.len) as usize & PATH_MASK;
-    store(&mut s.slash, NO_SLASH);
+    let last = load(&s.last_slash);
+    // Both scans cover the same last SUFFIX_MAX bytes, so the index just mirrors.
+    let slash = if last == NO_SLASH {
+        NO_SLASH
+    } else {
+        (len as u64).wrapping_sub(1).wrapping_sub(last)
+    };
+    store(&mut s.slash, slash);
     for i in 0..SUFFIX_MAX {
         if i >= len {
             break;
         }
-        let c = s.event.path[(len - 1 - i) & PATH_MASK];
-        s.rev[4 + i] = c;
-        if c == b'/' && load(&s.slash) == NO_SLASH {
-            store(&mut s.slash, i as u64);
-        }
+        s.rev[4 + i] = s.event.path[(len - 1 - i) & PATH_MASK];
     }
 }
 
