@@ -8,16 +8,19 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use keytrail_common::EnvSource;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
     credential::Classifier,
+    env::{EnvAccess, NamedFile},
     events::{self, KernelEvent, comm},
     files::{CgroupFilter, FileAccess, FirstSeen, Opener, access_records},
     fingerprint_key::{KeyError, KeySource, load_key},
     inspect::Inspector,
+    libc::{LibcFile, LibcFinder},
     probes::{self, ProbeError, Probes},
     procs::ProcessTable,
     record::Record,
@@ -75,10 +78,43 @@ pub fn classifier(config: &Config, state: &std::path::Path) -> Result<Classifier
              fingerprints (set fingerprint.key_file or fingerprint.key_env to compare across nodes)"
         );
     }
-    Ok(Classifier::new(
-        &key,
-        config.credentials.short_lived_threshold,
-    ))
+    Ok(
+        Classifier::new(&key, config.credentials.short_lived_threshold)
+            .with_env_names(config.env.rules()),
+    )
+}
+
+/// What the pipeline asks of the probes, which the main task owns.
+enum ProbeRequest {
+    /// Attach the getenv uprobe to a newly found libc.
+    AttachGetenv(LibcFile),
+    /// Drop an exited process's getenv de-duplication keys.
+    ForgetGetenv(Vec<u64>),
+    /// Add a path named by an environment variable to the kernel prefilter.
+    WatchPath(String),
+}
+
+impl ProbeRequest {
+    fn apply(self, probes: &mut Probes) {
+        match self {
+            ProbeRequest::AttachGetenv(lib) => attach_getenv(probes, &lib),
+            ProbeRequest::ForgetGetenv(keys) => probes.forget_getenv(&keys),
+            ProbeRequest::WatchPath(path) => {
+                if let Err(error) = probes.watch_path(&path) {
+                    tracing::warn!(%error, "could not add a path named by an environment variable to the kernel filter");
+                }
+            }
+        }
+    }
+}
+
+fn attach_getenv(probes: &mut Probes, lib: &LibcFile) {
+    match probes.attach_getenv(&lib.attach_path()) {
+        Ok(n) => tracing::info!(library = %lib.found_at, symbols = n, "getenv probe attached"),
+        Err(error) => {
+            tracing::warn!(library = %lib.found_at, %error, "getenv probe not attached to this library")
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` completes or the duration passes.
@@ -97,8 +133,20 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     );
     let classifier = classifier(config, &opts.state)?;
     let sink = JsonlSink::open(&opts.jsonl).await?;
-    let mut probes = Probes::load_agent(&rules.kernel, config.limits.ring_buffer_bytes)?;
+    let mut probes = Probes::load_agent(
+        &rules.kernel,
+        &config.env.rules(),
+        config.env.getenv_probe,
+        config.limits.ring_buffer_bytes,
+    )?;
     let ring = probes.take_ring()?;
+    // Libcs found before readiness carry the getenv probe when the agent says it is ready.
+    let mut libcs = probes.getenv_loaded().then(LibcFinder::new);
+    if let Some(finder) = &mut libcs {
+        for lib in finder.scan_all() {
+            attach_getenv(&mut probes, &lib);
+        }
+    }
 
     let counters = Arc::new(AgentCounters::default());
     let stop_reading = CancellationToken::new();
@@ -113,18 +161,27 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         stop_reading.clone(),
     ));
     let cgroups = CgroupPaths::discover();
+    let inspector_classifier = classifier.clone();
     let inspector = Inspector::new(
         classifier,
         config.credentials.max_file_bytes,
         cgroups.mount().map(std::path::Path::to_path_buf),
     );
+    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
     let pipeline = Pipeline {
         procs: ProcessTable::new(),
         cgroups,
+        env: EnvAccess::new(
+            inspector_classifier.clone(),
+            cgroup_filter.clone(),
+            config.output.dedup_window,
+        ),
         files: FileAccess::new(rules, cgroup_filter, config.output.dedup_window),
         inspector,
         first_seen: FirstSeen::default(),
         clock: BootClock::now(),
+        libcs,
+        probe_tx,
     };
     let pipeline_task =
         tokio::spawn(pipeline.run(event_rx, record_tx.clone(), Arc::clone(&counters)));
@@ -157,6 +214,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     counters.sink_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Some(request) = probe_rx.recv() => request.apply(&mut probes),
         }
     }
 
@@ -164,6 +222,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     stop_reading.cancel();
     let read_result = reader.await.unwrap_or(Ok(()));
     let _ = pipeline_task.await;
+    while let Ok(request) = probe_rx.try_recv() {
+        request.apply(&mut probes);
+    }
     let _ = record_tx.send(stats_record(&probes, &counters, true)).await;
     drop(record_tx);
     let sink_result = sink_task.await.unwrap_or(Ok(()));
@@ -204,9 +265,13 @@ struct Pipeline {
     procs: ProcessTable,
     cgroups: CgroupPaths,
     files: FileAccess,
+    env: EnvAccess,
     inspector: Inspector,
     first_seen: FirstSeen,
     clock: BootClock,
+    /// None when the getenv probe is off.
+    libcs: Option<LibcFinder>,
+    probe_tx: mpsc::UnboundedSender<ProbeRequest>,
 }
 
 impl Pipeline {
@@ -216,7 +281,20 @@ impl Pipeline {
         tx: mpsc::Sender<Record>,
         counters: Arc<AgentCounters>,
     ) {
-        while let Some(event) = rx.recv().await {
+        let mut libc_ticker = tokio::time::interval(crate::libc::MAPS_CHECK_DELAY / 2);
+        libc_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                event = rx.recv() => match event {
+                    Some(e) => e,
+                    None => break,
+                },
+                _ = libc_ticker.tick(), if self.libcs.as_ref().is_some_and(LibcFinder::has_due) => {
+                    let found = self.libcs.as_mut().map(|f| f.check_due(std::time::Instant::now()));
+                    self.attach_libcs(found.unwrap_or_default());
+                    continue;
+                }
+            };
             for record in self.handle(&event, &counters) {
                 counters.accesses.fetch_add(1, Ordering::Relaxed);
                 if tx.try_send(record).is_err() {
@@ -226,17 +304,67 @@ impl Pipeline {
         }
     }
 
+    fn attach_libcs(&self, found: Vec<LibcFile>) {
+        for lib in found {
+            let _ = self.probe_tx.send(ProbeRequest::AttachGetenv(lib));
+        }
+    }
+
+    fn watch_named_files(&mut self, named: Vec<NamedFile>) {
+        for f in named {
+            if self.files.watch_env_path(f.cgroup_id, &f.path, &f.env_name) {
+                let _ = self.probe_tx.send(ProbeRequest::WatchPath(f.path));
+            }
+        }
+    }
+
     fn handle(&mut self, event: &KernelEvent, counters: &AgentCounters) -> Vec<Record> {
         match event {
             KernelEvent::ProcExec(e) => {
+                let h = &e.header;
                 self.procs.on_exec(e);
-                self.inspector.observe(e.header.pid, e.header.cgroup_id);
-                Vec::new()
+                self.inspector.observe(h.pid, h.cgroup_id);
+                if let Some(finder) = &mut self.libcs {
+                    let found = finder.on_exec(h.pid);
+                    self.attach_libcs(found);
+                }
+                let proc = self.procs.lookup(h.pid, &comm(h));
+                let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+                let who = Opener {
+                    proc: &proc,
+                    cgroup_path: cgroup_path.as_deref(),
+                };
+                let time = self.clock.wall(h.time_ns);
+                let outcome = self
+                    .env
+                    .on_exec(e, &who, time, &mut self.first_seen, &counters.env);
+                self.watch_named_files(outcome.named_files);
+                outcome.records
             }
             KernelEvent::ProcExit(e) => {
                 self.procs.on_exit(e);
                 self.files.on_exit(e.header.pid);
+                let keys = self.env.on_exit(e.header.pid);
+                if !keys.is_empty() {
+                    let _ = self.probe_tx.send(ProbeRequest::ForgetGetenv(keys));
+                }
                 Vec::new()
+            }
+            KernelEvent::EnvVar(e) if e.source == EnvSource::Exec as u32 => {
+                self.env.on_exec_var(e, &counters.env);
+                Vec::new()
+            }
+            KernelEvent::EnvVar(e) => {
+                let h = &e.header;
+                let proc = self.procs.lookup(h.pid, &comm(h));
+                let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+                let who = Opener {
+                    proc: &proc,
+                    cgroup_path: cgroup_path.as_deref(),
+                };
+                let time = self.clock.wall(h.time_ns);
+                self.env
+                    .on_getenv(e, &who, time, &mut self.first_seen, &counters.env)
             }
             KernelEvent::FileOpen(e) => {
                 let h = &e.header;
@@ -265,7 +393,7 @@ impl Pipeline {
                         h.cgroup_id,
                         cgroup_path.as_deref(),
                         &access.path,
-                        None,
+                        access.env_hint.as_deref(),
                         SystemTime::now(),
                     )
                 });

@@ -30,7 +30,74 @@ pub struct Config {
     /// Sizes of kernel structures.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Secret-like environment variables and the getenv probe.
+    #[serde(default)]
+    pub env: EnvConfig,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Names that are secret-like whatever their words.
+    #[serde(default = "default_secret_names")]
+    pub secret_names: Vec<String>,
+    /// Words (between `_`) that make a name secret-like ...
+    #[serde(default = "default_secret_words")]
+    pub secret_words: Vec<String>,
+    /// ... unless one of these words is also in it.
+    #[serde(default = "default_except_words")]
+    pub except_words: Vec<String>,
+    /// Names whose value is the path of a credential file.
+    #[serde(default = "default_file_names")]
+    pub file_names: Vec<String>,
+    /// Attach the getenv/secure_getenv uprobes.
+    #[serde(default = "default_getenv_probe")]
+    pub getenv_probe: bool,
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        Config::embedded().env
+    }
+}
+
+// The lists default to the classifier's own (a test checks default.yaml says the same).
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+fn default_secret_names() -> Vec<String> {
+    strings(crate::credential::envname::DEFAULT_SECRET_NAMES)
+}
+fn default_secret_words() -> Vec<String> {
+    strings(crate::credential::envname::DEFAULT_SECRET_WORDS)
+}
+fn default_except_words() -> Vec<String> {
+    strings(crate::credential::envname::DEFAULT_EXCEPT_WORDS)
+}
+fn default_file_names() -> Vec<String> {
+    strings(crate::credential::envname::DEFAULT_FILE_NAMES)
+}
+/// Must equal `env.getenv_probe` in default.yaml (tested).
+const fn default_getenv_probe() -> bool {
+    true
+}
+
+impl EnvConfig {
+    /// The lists as classification rules.
+    pub fn rules(&self) -> crate::credential::EnvNameRules {
+        crate::credential::EnvNameRules::new(
+            &self.secret_names,
+            &self.secret_words,
+            &self.except_words,
+            &self.file_names,
+        )
+    }
+}
+
+/// Longest variable name the kernel matches (keytrail_common::ENV_NAME_MAX, less one).
+const MAX_ENV_NAME: usize = keytrail_common::ENV_NAME_MAX - 1;
+/// Entries per kernel list (the size of the kernel's maps).
+const MAX_ENV_LIST: usize = 1000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,6 +351,24 @@ impl Config {
                 "must be at least 1s",
             ));
         }
+        for (field, list, is_word) in [
+            ("env.secret_names", &self.env.secret_names, false),
+            ("env.file_names", &self.env.file_names, false),
+            ("env.secret_words", &self.env.secret_words, true),
+            ("env.except_words", &self.env.except_words, true),
+        ] {
+            if list.len() > MAX_ENV_LIST {
+                return Err(ConfigError::field(
+                    origin,
+                    field,
+                    format!("{} entries; at most {MAX_ENV_LIST}", list.len()),
+                ));
+            }
+            for (i, name) in list.iter().enumerate() {
+                check_env_name(name, is_word)
+                    .map_err(|m| ConfigError::field(origin, format!("{field}[{i}]"), m))?;
+            }
+        }
         let rb = self.limits.ring_buffer_bytes;
         if !rb.is_power_of_two() || rb < 65536 {
             return Err(ConfigError::field(
@@ -294,6 +379,27 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A variable name (or, with `is_word`, one `_`-separated word of one) the kernel can match.
+fn check_env_name(name: &str, is_word: bool) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_ENV_NAME {
+        return Err(format!("must have 1 to {MAX_ENV_NAME} characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || (b == b'_' && !is_word))
+    {
+        return Err(format!(
+            "`{name}` must be ASCII letters, digits{}",
+            if is_word {
+                " (a word has no `_`: names are split into words at `_`)"
+            } else {
+                " and `_`"
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// The embedded default parsed with every field required, so defaults come from the YAML alone.
@@ -310,6 +416,7 @@ impl<'de> Deserialize<'de> for RawDefault {
             cgroups: CgroupsConfig,
             output: OutputConfig,
             limits: LimitsConfig,
+            env: EnvConfig,
         }
         let f = Full::deserialize(d)?;
         Ok(RawDefault(Config {
@@ -319,6 +426,7 @@ impl<'de> Deserialize<'de> for RawDefault {
             cgroups: f.cgroups,
             output: f.output,
             limits: f.limits,
+            env: f.env,
         }))
     }
 }
@@ -369,6 +477,28 @@ mod tests {
             c.credentials.short_lived_threshold,
             Duration::from_secs(7200)
         );
+    }
+
+    #[test]
+    fn default_env_lists_are_the_classifiers() {
+        let c = Config::embedded();
+        assert_eq!(
+            c.env.rules(),
+            crate::credential::EnvNameRules::default(),
+            "config/default.yaml `env:` and credential/envname.rs disagree"
+        );
+        assert_eq!(c.env.getenv_probe, default_getenv_probe());
+        let partial = Config::parse("env:\n  getenv_probe: false\n", "t").unwrap();
+        assert!(!partial.env.getenv_probe);
+        assert_eq!(partial.env.rules(), c.env.rules());
+    }
+
+    #[test]
+    fn env_words_have_no_underscore() {
+        let e = Config::parse("env:\n  secret_words: [token, api_key]\n", "t").unwrap_err();
+        assert!(e.to_string().contains("env.secret_words[1]"), "{e}");
+        let e = Config::parse("env:\n  getenv_probe: maybe\n", "t").unwrap_err();
+        assert!(e.to_string().contains("env.getenv_probe"), "{e}");
     }
 
     #[test]

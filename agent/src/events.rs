@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use keytrail_common::{EventHeader, EventKind, FileOpen, ProcExec, ProcExit};
+use keytrail_common::{EnvVar, EventHeader, EventKind, FileOpen, ProcExec, ProcExit};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +20,8 @@ pub enum KernelEvent {
     FileOpen(Box<FileOpen>),
     ProcExec(Box<ProcExec>),
     ProcExit(ProcExit),
+    /// Holds a secret value: decoded, classified and dropped, never logged.
+    EnvVar(Box<EnvVar>),
 }
 
 impl KernelEvent {
@@ -28,6 +30,7 @@ impl KernelEvent {
             KernelEvent::FileOpen(e) => &e.header,
             KernelEvent::ProcExec(e) => &e.header,
             KernelEvent::ProcExit(e) => &e.header,
+            KernelEvent::EnvVar(e) => &e.header,
         }
     }
 }
@@ -57,6 +60,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::FileOpen => KernelEvent::FileOpen(Box::new(read::<FileOpen>(kind, bytes)?)),
         EventKind::ProcExec => KernelEvent::ProcExec(Box::new(read::<ProcExec>(kind, bytes)?)),
         EventKind::ProcExit => KernelEvent::ProcExit(read::<ProcExit>(kind, bytes)?),
+        EventKind::EnvVar => KernelEvent::EnvVar(Box::new(read::<EnvVar>(kind, bytes)?)),
     })
 }
 

@@ -6,14 +6,15 @@
 use std::{
     collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use keytrail_common::{FileOpen, OpenSyscall, event_flags};
+use keytrail_common::{EventHeader, FileOpen, OpenSyscall, event_flags};
 
 use crate::{
     credential::{Credential, Lifetime},
+    dedup::RecentSet,
     events::text,
     inspect::{Content, Inspection},
     procs::{ProcInfo, read_exe},
@@ -24,8 +25,6 @@ use crate::{
 };
 
 const AT_FDCWD: i32 = -100;
-/// Dedup entries kept before old ones are pruned.
-const MAX_DEDUP: usize = 16_384;
 
 /// Counters of this stage, reported in agent stats.
 #[derive(Debug, Default)]
@@ -44,7 +43,7 @@ pub struct FileCounters {
 type DedupKey = (u32, String, bool, &'static str);
 
 /// Which processes to report, by cgroup path.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CgroupFilter {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
@@ -90,17 +89,22 @@ pub struct Opener<'a> {
 pub struct FileAccess {
     rules: WatchRules,
     cgroups: CgroupFilter,
-    dedup_window: Duration,
-    recent: HashMap<DedupKey, Instant>,
+    recent: RecentSet<DedupKey>,
+    /// Paths named by a workload's environment (`KUBECONFIG=/etc/app/kubeconfig`), watched for
+    /// that workload (cgroup id) only, with the variable's name.
+    env_paths: HashMap<(u64, String), String>,
 }
+
+/// Paths added from environments at most.
+const MAX_ENV_PATHS: usize = 4096;
 
 impl FileAccess {
     pub fn new(rules: WatchRules, cgroups: CgroupFilter, dedup_window: Duration) -> Self {
         Self {
             rules,
             cgroups,
-            dedup_window,
-            recent: HashMap::new(),
+            recent: RecentSet::new(dedup_window),
+            env_paths: HashMap::new(),
         }
     }
 
@@ -116,7 +120,11 @@ impl FileAccess {
         let pid = ev.header.pid;
         let raw = text(&ev.path, ev.path_len);
         let (path, resolved) = resolve_path(pid, ev.dirfd, &raw);
-        if resolved && !self.rules.matches(&path) {
+        let env_hint = self
+            .env_paths
+            .get(&(ev.header.cgroup_id, path.clone()))
+            .cloned();
+        if resolved && env_hint.is_none() && !self.rules.matches(&path) {
             counters.not_matched.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -129,7 +137,7 @@ impl FileAccess {
         }
         let ok = ev.ret >= 0;
         let access = access_mode(ev.open_flags);
-        if self.is_repeat((pid, path.clone(), ok, access)) {
+        if self.recent.is_repeat((pid, path.clone(), ok, access)) {
             counters.deduplicated.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -165,42 +173,31 @@ impl FileAccess {
         }
         r.set("keytrail.file.open.syscall", syscall_name(ev.syscall))
             .set("keytrail.file.open.access", access);
-        set_process(&mut r, ev, who);
+        set_process(&mut r, &ev.header, who);
         let environ_of = environ.and_then(|t| set_target(&mut r, pid, t));
         Some(OpenAccess {
             record: r,
             path,
             readable: ok && resolved && environ.is_none(),
             environ_of: if ok { environ_of } else { None },
+            env_hint,
         })
-    }
-
-    fn is_repeat(&mut self, key: DedupKey) -> bool {
-        if self.dedup_window.is_zero() {
-            return false;
-        }
-        let now = Instant::now();
-        if let Some(last) = self.recent.get(&key)
-            && now.duration_since(*last) < self.dedup_window
-        {
-            return true;
-        }
-        if self.recent.len() >= MAX_DEDUP {
-            let window = self.dedup_window;
-            self.recent.retain(|_, t| now.duration_since(*t) < window);
-            if self.recent.len() >= MAX_DEDUP {
-                self.recent.clear();
-            }
-        }
-        self.recent.insert(key, now);
-        false
     }
 
     /// Forgets a process's repeats when it exits (its pid may be reused).
     pub fn on_exit(&mut self, pid: u32) {
-        if !self.recent.is_empty() {
-            self.recent.retain(|(p, ..), _| *p != pid);
+        self.recent.retain(|(p, ..)| *p != pid);
+    }
+
+    /// Watches `path` (absolute, as the workload sees it) for the processes of cgroup
+    /// `cgroup_id`, because variable `env_name` names it. True when it is new.
+    pub fn watch_env_path(&mut self, cgroup_id: u64, path: &str, env_name: &str) -> bool {
+        if self.env_paths.len() >= MAX_ENV_PATHS {
+            return false;
         }
+        self.env_paths
+            .insert((cgroup_id, normalize(path)), env_name.to_string())
+            .is_none()
     }
 }
 
@@ -215,6 +212,8 @@ pub struct OpenAccess {
     /// For a successful read of another process's /proc/PID/environ: that process's pid in
     /// the agent's pid namespace, so its environment can be inspected.
     pub environ_of: Option<u32>,
+    /// The environment variable that named this path, when that is why it is watched.
+    pub env_hint: Option<String>,
 }
 
 /// What a /proc/PID/environ path names, seen from the opening process.
@@ -395,9 +394,9 @@ pub fn set_credential(r: &mut Record, c: &Credential, age_s: Option<u64>) {
 }
 
 /// The process and workload attributes shared by access records.
-fn set_process(r: &mut Record, ev: &FileOpen, who: &Opener<'_>) {
+pub fn set_process(r: &mut Record, header: &EventHeader, who: &Opener<'_>) {
     let w = workload_of(who.cgroup_path, who.proc.exe.as_deref(), &who.proc.comm);
-    r.set("process.pid", ev.header.pid)
+    r.set("process.pid", header.pid)
         .set_opt("process.executable.path", who.proc.exe.clone())
         .set("process.executable.name", who.proc.comm.clone())
         .set_opt(
@@ -406,9 +405,9 @@ fn set_process(r: &mut Record, ev: &FileOpen, who: &Opener<'_>) {
                 .creation_time
                 .map(|t| humantime::format_rfc3339_millis(t).to_string()),
         )
-        .set("process.user.id", ev.header.uid)
+        .set("process.user.id", header.uid)
         .set_opt("keytrail.cgroup.path", who.cgroup_path.map(str::to_string))
-        .set("keytrail.cgroup.id", ev.header.cgroup_id)
+        .set("keytrail.cgroup.id", header.cgroup_id)
         .set("keytrail.workload.kind", w.kind)
         .set("keytrail.workload.name", w.name);
 }

@@ -1,18 +1,22 @@
 //! keytrail's agent as a library: one module per stage of the data flow.
 //!
 //! `probes` (load/attach) -> `events` (ring buffer decode) -> `procs` / `workload` (who) ->
-//! `files` (file opens -> access records) -> `sink` (JSON lines). `watch` compiles the watch
-//! rules for both the kernel prefilter and the exact match; `agent` wires the stages together.
+//! `files` (file opens) and `env` (environment variables) -> access records -> `sink` (JSON
+//! lines). `watch` compiles the watch rules for both the kernel prefilter and the exact match;
+//! `libc` finds the libcs the getenv probe attaches to; `agent` wires the stages together.
 
 pub mod agent;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod dedup;
+pub mod env;
 pub mod events;
 pub mod files;
 pub mod fingerprint_key;
 pub mod inspect;
+pub mod libc;
 pub mod probes;
 pub mod procs;
 pub mod record;

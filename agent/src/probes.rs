@@ -6,15 +6,15 @@ use std::{collections::BTreeSet, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::TracePoint,
+    maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
 use keytrail_common::{
-    FilterGates, KernelConfig, MAX_BASENAME_PREFIX_LENS, PREFIX_MAX, ProbeCounters, ProbeId,
-    SUFFIX_MAX, filter, names,
+    ENV_VALUE_PREFIX_MAX, EnvGates, FilterGates, KernelConfig, MAX_BASENAME_PREFIX_LENS,
+    PREFIX_MAX, ProbeCounters, ProbeId, SUFFIX_MAX, env_hash_str, env_match, filter, names,
 };
 
-use crate::watch::KernelEntry;
+use crate::{credential::EnvNameRules, watch::KernelEntry};
 
 /// The kernel object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keytrail"));
@@ -45,7 +45,14 @@ pub const AGENT_PROGRAMS: &[ProgramSpec] = &[
     tp("file_enter_openat", "syscalls", "sys_enter_openat"),
     tp("file_enter_openat2", "syscalls", "sys_enter_openat2"),
     tp("file_enter_open", "syscalls", "sys_enter_open"),
+    tp("exec_env_execve", "syscalls", "sys_enter_execve"),
+    tp("exec_env_execveat", "syscalls", "sys_enter_execveat"),
 ];
+
+/// The uprobe program for getenv and secure_getenv; attached per libc file as libcs are found.
+pub const GETENV_PROGRAM: &str = "getenv_enter";
+/// The libc functions it attaches to (glibc and musl both export both).
+pub const GETENV_SYMBOLS: &[&str] = &["getenv", "secure_getenv"];
 
 /// Empty programs on the file-open tracepoints: the cost floor for benchmarks.
 pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
@@ -94,6 +101,13 @@ pub struct Probes {
     ebpf: Ebpf,
     pub attached: Vec<&'static str>,
     pub failed: Vec<AttachFailure>,
+    /// Libc files whose getenv/secure_getenv carry the uprobe.
+    pub getenv_libraries: u64,
+    /// Libc files where attaching failed.
+    pub getenv_attach_failed: u64,
+    /// Filter bits in CONFIG, kept to extend them at run time.
+    kernel_config: KernelConfig,
+    gates: FilterGates,
 }
 
 /// Kernel-side cost of one program (needs `kernel.bpf_stats_enabled=1`).
@@ -165,34 +179,125 @@ impl Probes {
     /// Loads the object, fills the prefilter from `entries`, and attaches the agent's programs.
     pub fn load_agent(
         entries: &BTreeSet<KernelEntry>,
+        env: &EnvNameRules,
+        getenv_probe: bool,
         ring_buffer_bytes: u32,
     ) -> Result<Self, ProbeError> {
         let mut ebpf = load_object(ring_buffer_bytes)?;
         let filters = fill_filters(&mut ebpf, entries)?;
-        let mut config: Array<_, KernelConfig> = Array::try_from(
-            ebpf.map_mut(names::CONFIG)
-                .ok_or(ProbeError::MissingMap(names::CONFIG))?,
-        )
-        .map_err(|source| ProbeError::Map {
-            name: names::CONFIG,
-            source,
-        })?;
-        config
-            .set(
-                0,
-                KernelConfig {
-                    agent_tgid: std::process::id(),
-                    filters: filters.bits,
-                    basename_prefix_lens: filters.basename_prefix_lens,
-                    _reserved: 0,
-                },
-                0,
-            )
-            .map_err(|source| ProbeError::Map {
-                name: names::CONFIG,
-                source,
-            })?;
-        Self::attach_all(ebpf, AGENT_PROGRAMS)
+        fill_env_filters(&mut ebpf, env, &crate::credential::value_prefixes())?;
+        let kernel_config = KernelConfig {
+            agent_tgid: std::process::id(),
+            filters: filters.bits,
+            basename_prefix_lens: filters.basename_prefix_lens,
+            _reserved: 0,
+        };
+        set_slot(&mut ebpf, names::CONFIG, kernel_config)?;
+        let mut probes = Self::attach_all(ebpf, AGENT_PROGRAMS)?;
+        probes.kernel_config = kernel_config;
+        probes.gates = filters.gates;
+        if getenv_probe {
+            probes.load_getenv();
+        }
+        Ok(probes)
+    }
+
+    /// Loads the getenv uprobe program; it is attached per libc by [`Probes::attach_getenv`].
+    fn load_getenv(&mut self) {
+        let result = (|| -> Result<(), String> {
+            let program: &mut UProbe = self
+                .ebpf
+                .program_mut(GETENV_PROGRAM)
+                .ok_or_else(|| "program missing from the kernel object".to_string())?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            program
+                .load()
+                .map_err(|e| format!("load: {}", verifier_summary(&e.to_string())))
+        })();
+        match result {
+            Ok(()) => self.attached.push(GETENV_PROGRAM),
+            Err(error) => {
+                tracing::warn!(program = GETENV_PROGRAM, %error, "probe not loaded; the others keep running");
+                self.failed.push(AttachFailure {
+                    program: GETENV_PROGRAM,
+                    error,
+                });
+            }
+        }
+    }
+
+    /// Whether the getenv program is loaded (so libcs should be looked for).
+    pub fn getenv_loaded(&self) -> bool {
+        self.attached.contains(&GETENV_PROGRAM)
+    }
+
+    /// Attaches the getenv uprobe to getenv and secure_getenv of the ELF file at `path` (any
+    /// path that opens it: the kernel keys uprobes on the inode, so one attach covers every
+    /// process mapping that file). Returns the symbols attached.
+    pub fn attach_getenv(&mut self, path: &std::path::Path) -> Result<usize, String> {
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut(GETENV_PROGRAM)
+            .ok_or_else(|| "program missing".to_string())?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        let mut attached = 0;
+        let mut errors = Vec::new();
+        for symbol in GETENV_SYMBOLS {
+            match program.attach(*symbol, path, UProbeScope::AllProcesses) {
+                Ok(_) => attached += 1,
+                Err(e) => errors.push(format!("{symbol}: {e}")),
+            }
+        }
+        if attached == 0 {
+            self.getenv_attach_failed += 1;
+            return Err(errors.join("; "));
+        }
+        self.getenv_libraries += 1;
+        Ok(attached)
+    }
+
+    /// Forgets getenv de-duplication keys (`(tgid << 32) | name hash`) of an exited process.
+    pub fn forget_getenv(&mut self, keys: &[u64]) {
+        let Some(map) = self.ebpf.map_mut(names::GETENV_SEEN) else {
+            return;
+        };
+        let Ok(mut seen) = BpfHashMap::<_, u64, u64>::try_from(map) else {
+            return;
+        };
+        for key in keys {
+            let _ = seen.remove(key);
+        }
+    }
+
+    /// Adds an exact absolute path to the kernel prefilter at run time (a path named by an
+    /// environment variable).
+    pub fn watch_path(&mut self, path: &str) -> Result<(), ProbeError> {
+        let b = path.as_bytes();
+        if b.len() < 3 || b[0] != b'/' {
+            return Ok(());
+        }
+        let name = names::FILTER_PREFIX;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap(name))?;
+        let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u32> =
+            LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        let len = b.len().min(PREFIX_MAX);
+        let key = Key::new((len * 8) as u32, padded::<PREFIX_MAX>(b));
+        trie.insert(&key, filter::MATCH_ANYWHERE, 0)
+            .map_err(|source| ProbeError::Map { name, source })?;
+        set_head_bit(&mut self.gates.prefix_head, b[1], b[2]);
+        let gates = self.gates;
+        set_slot(&mut self.ebpf, names::FILTER_GATES, gates)?;
+        if self.kernel_config.filters & filter::PREFIX == 0 {
+            self.kernel_config.filters |= filter::PREFIX;
+            let config = self.kernel_config;
+            set_slot(&mut self.ebpf, names::CONFIG, config)?;
+        }
+        Ok(())
     }
 
     /// Loads the object and attaches only the empty floor programs.
@@ -233,6 +338,10 @@ impl Probes {
             ebpf,
             attached,
             failed,
+            getenv_libraries: 0,
+            getenv_attach_failed: 0,
+            kernel_config: KernelConfig::default(),
+            gates: FilterGates::EMPTY,
         })
     }
 
@@ -347,6 +456,107 @@ fn verifier_summary(error: &str) -> String {
 struct FilterSettings {
     bits: u32,
     basename_prefix_lens: [u8; MAX_BASENAME_PREFIX_LENS],
+    gates: FilterGates,
+}
+
+/// Writes slot 0 of an array map.
+fn set_slot<T: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, value: T) -> Result<(), ProbeError> {
+    let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
+    let mut array: Array<_, T> =
+        Array::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+    array
+        .set(0, value, 0)
+        .map_err(|source| ProbeError::Map { name, source })
+}
+
+/// (hash, `env_match` bits) pairs of one kernel list.
+pub type HashedList = Vec<(u32, u32)>;
+
+/// The kernel's environment lists: word and name hashes with their `env_match` bits.
+pub fn env_hashes(rules: &EnvNameRules) -> (HashedList, HashedList) {
+    use std::collections::BTreeMap;
+    let mut words: BTreeMap<u32, u32> = BTreeMap::new();
+    for w in &rules.secret_words {
+        *words.entry(env_hash_str(w.as_bytes())).or_default() |= env_match::WORD_SECRET;
+    }
+    for w in &rules.except_words {
+        let bit = if w.eq_ignore_ascii_case(crate::credential::FILE_WORD) {
+            env_match::WORD_FILE
+        } else {
+            env_match::WORD_EXCLUDE
+        };
+        *words.entry(env_hash_str(w.as_bytes())).or_default() |= bit;
+    }
+    let mut names: BTreeMap<u32, u32> = BTreeMap::new();
+    for n in &rules.secret_names {
+        *names.entry(env_hash_str(n.as_bytes())).or_default() |= env_match::NAME_SECRET;
+    }
+    for n in &rules.file_names {
+        *names.entry(env_hash_str(n.as_bytes())).or_default() |= env_match::NAME_FILE;
+    }
+    (words.into_iter().collect(), names.into_iter().collect())
+}
+
+/// The gate bitmaps of the environment lists (see `EnvGates`).
+pub fn env_gates(rules: &EnvNameRules, value_prefixes: &[&str]) -> EnvGates {
+    fn set_len(set: &mut [u64; 32], s: &str) {
+        if let Some(&first) = s.as_bytes().first() {
+            set[((first | 0x20) & 31) as usize] |= 1 << s.len().min(63);
+        }
+    }
+    let mut g = EnvGates::EMPTY;
+    for w in rules.secret_words.iter().chain(&rules.except_words) {
+        set_len(&mut g.word_len, w);
+    }
+    for n in rules.secret_names.iter().chain(&rules.file_names) {
+        set_len(&mut g.name_len, n);
+    }
+    for p in value_prefixes {
+        let b = p.as_bytes();
+        match (b.first(), b.get(1)) {
+            (Some(&b1), Some(&b2)) => set_head_bit(&mut g.value_head, b1, b2),
+            (Some(&b1), None) => (0..=255u8).for_each(|b2| set_head_bit(&mut g.value_head, b1, b2)),
+            _ => {}
+        }
+    }
+    g
+}
+
+fn set_head_bit(bits: &mut [u64; 1024], b1: u8, b2: u8) {
+    let i = ((b1 as usize) << 8) | b2 as usize;
+    bits[i >> 6] |= 1 << (i & 63);
+}
+
+/// Fills ENV_WORDS, ENV_NAMES, ENV_VALUE_PREFIX and ENV_GATES.
+fn fill_env_filters(
+    ebpf: &mut Ebpf,
+    rules: &EnvNameRules,
+    value_prefixes: &[&str],
+) -> Result<(), ProbeError> {
+    let (words, names_list) = env_hashes(rules);
+    for (name, list) in [(names::ENV_WORDS, &words), (names::ENV_NAMES, &names_list)] {
+        let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
+        let mut hashes: BpfHashMap<_, u32, u32> =
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        for (hash, bits) in list {
+            hashes
+                .insert(hash, bits, 0)
+                .map_err(|source| ProbeError::Map { name, source })?;
+        }
+    }
+    {
+        let name = names::ENV_VALUE_PREFIX;
+        let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
+        let mut trie: LpmTrie<_, [u8; ENV_VALUE_PREFIX_MAX], u32> =
+            LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        for p in value_prefixes {
+            let b = &p.as_bytes()[..p.len().min(ENV_VALUE_PREFIX_MAX)];
+            let key = Key::new((b.len() * 8) as u32, padded::<ENV_VALUE_PREFIX_MAX>(b));
+            trie.insert(&key, env_match::VALUE_PREFIX, 0)
+                .map_err(|source| ProbeError::Map { name, source })?;
+        }
+    }
+    set_slot(ebpf, names::ENV_GATES, env_gates(rules, value_prefixes))
 }
 
 /// Fills the prefilter maps from the compiled entries.
@@ -382,21 +592,11 @@ fn fill_filters(
         }
     }
     let gates = filter_gates(entries);
-    let mut array: Array<_, FilterGates> = Array::try_from(
-        ebpf.map_mut(names::FILTER_GATES)
-            .ok_or(ProbeError::MissingMap(names::FILTER_GATES))?,
-    )
-    .map_err(|source| ProbeError::Map {
-        name: names::FILTER_GATES,
-        source,
-    })?;
-    array.set(0, gates, 0).map_err(|source| ProbeError::Map {
-        name: names::FILTER_GATES,
-        source,
-    })?;
+    set_slot(ebpf, names::FILTER_GATES, gates)?;
     Ok(FilterSettings {
         bits,
         basename_prefix_lens: plan.basename_prefix_lens,
+        gates,
     })
 }
 
@@ -405,10 +605,7 @@ pub fn filter_gates(entries: &BTreeSet<KernelEntry>) -> FilterGates {
     fn set(bits: &mut [u64; 4], b: u8) {
         bits[(b >> 6) as usize] |= 1 << (b & 63);
     }
-    fn set_head(bits: &mut [u64; 1024], b1: u8, b2: u8) {
-        let i = ((b1 as usize) << 8) | b2 as usize;
-        bits[i >> 6] |= 1 << (i & 63);
-    }
+    let set_head = set_head_bit;
     let mut g = FilterGates::EMPTY;
     for e in entries {
         match e {

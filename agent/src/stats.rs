@@ -7,6 +7,7 @@ use std::{
 };
 
 use crate::{
+    env::EnvCounters,
     events::DecodeCounters,
     files::FileCounters,
     probes::Probes,
@@ -18,6 +19,7 @@ use crate::{
 pub struct AgentCounters {
     pub decode: Arc<DecodeCounters>,
     pub files: FileCounters,
+    pub env: EnvCounters,
     /// Access records handed to the sinks.
     pub accesses: std::sync::atomic::AtomicU64,
     /// Records dropped because a sink's queue was full.
@@ -74,6 +76,13 @@ pub fn stats_record(probes: &Probes, counters: &AgentCounters, final_report: boo
             "keytrail.opens.unresolved",
             load(&counters.files.unresolved),
         )
+        .set("keytrail.env.malformed", load(&counters.env.malformed))
+        .set(
+            "keytrail.env.deduplicated",
+            load(&counters.env.deduplicated),
+        )
+        .set("keytrail.getenv.libraries", probes.getenv_libraries)
+        .set("keytrail.getenv.attach_failed", probes.getenv_attach_failed)
         .set("keytrail.sink.dropped", load(&counters.sink_dropped));
     r
 }

@@ -16,6 +16,18 @@ pub const MAX_BASENAME_PREFIX_LENS: usize = 4;
 pub const PREFIX_MAX: usize = 128;
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;
+/// Bytes of a matched `NAME=value` environment string captured in the kernel, including the
+/// terminating NUL. Longer values are cut and flagged TRUNCATED.
+pub const ENV_CAP: usize = 4096;
+/// Bytes of each environment string (or getenv name) read to decide whether it matches: the
+/// name and the head of the value.
+pub const ENV_WINDOW: usize = 128;
+/// Longest variable name the kernel matches; longer names are not secret-like in practice.
+pub const ENV_NAME_MAX: usize = 64;
+/// Bytes of a value's head the value-prefix trie compares (`ghp_`, `AKIA`, `postgres://`).
+pub const ENV_VALUE_PREFIX_MAX: usize = 16;
+/// Environment entries walked per exec.
+pub const MAX_ENV_ENTRIES: u32 = 256;
 
 /// Names of the maps and programs in the kernel object, so both sides agree.
 pub mod names {
@@ -25,6 +37,11 @@ pub mod names {
     pub const FILTER_SUFFIX: &str = "FILTER_SUFFIX";
     pub const FILTER_GATES: &str = "FILTER_GATES";
     pub const FILTER_PREFIX: &str = "FILTER_PREFIX";
+    pub const ENV_WORDS: &str = "ENV_WORDS";
+    pub const ENV_NAMES: &str = "ENV_NAMES";
+    pub const ENV_VALUE_PREFIX: &str = "ENV_VALUE_PREFIX";
+    pub const ENV_GATES: &str = "ENV_GATES";
+    pub const GETENV_SEEN: &str = "GETENV_SEEN";
 }
 
 /// Kinds of records on the ring buffer. Ids are grouped by family and never reused.
@@ -37,6 +54,8 @@ pub enum EventKind {
     ProcExec = 200,
     /// [`ProcExit`]
     ProcExit = 201,
+    /// [`EnvVar`]
+    EnvVar = 300,
 }
 
 impl EventKind {
@@ -45,6 +64,7 @@ impl EventKind {
             100 => Some(Self::FileOpen),
             200 => Some(Self::ProcExec),
             201 => Some(Self::ProcExit),
+            300 => Some(Self::EnvVar),
             _ => None,
         }
     }
@@ -59,16 +79,25 @@ pub enum ProbeId {
     FileOpen = 2,
     ProcExec = 3,
     ProcExit = 4,
+    /// Secret-like variables captured at execve/execveat.
+    ExecEnv = 5,
+    /// First getenv/secure_getenv of a secret-like name by a process.
+    Getenv = 6,
+    /// Later calls for the same process and name: counted, not sent.
+    GetenvRepeat = 7,
 }
 
 impl ProbeId {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 8;
     pub const ALL: [ProbeId; Self::COUNT] = [
         Self::FileOpenat,
         Self::FileOpenat2,
         Self::FileOpen,
         Self::ProcExec,
         Self::ProcExit,
+        Self::ExecEnv,
+        Self::Getenv,
+        Self::GetenvRepeat,
     ];
 
     /// Stable name used in stats events and logs.
@@ -79,6 +108,9 @@ impl ProbeId {
             Self::FileOpen => "file_open",
             Self::ProcExec => "proc_exec",
             Self::ProcExit => "proc_exit",
+            Self::ExecEnv => "exec_env",
+            Self::Getenv => "getenv",
+            Self::GetenvRepeat => "getenv_repeat",
         }
     }
 }
@@ -163,6 +195,86 @@ pub fn bit_head(set: &[u64; 1024], b1: u8, b2: u8) -> bool {
     (set[(i >> 6) & 1023] >> (i & 63)) & 1 != 0
 }
 
+/// Environment matching (ebpf/src/probes/env.rs). Names are hashed case-insensitively with
+/// [`env_hash`]: each `_`-separated word against `ENV_WORDS`, the whole name against
+/// `ENV_NAMES`; a value's head is looked up in the `ENV_VALUE_PREFIX` trie.
+pub mod env_match {
+    /// `ENV_WORDS` value bits.
+    pub const WORD_SECRET: u32 = 1 << 0;
+    pub const WORD_EXCLUDE: u32 = 1 << 1;
+    /// The word `file`: excludes, except as the last word of a secret-like name (`*_FILE`).
+    pub const WORD_FILE: u32 = 1 << 2;
+    /// `ENV_NAMES` value bits: an exact secret-like name; a name whose value is a credential
+    /// file's path (KUBECONFIG, GOOGLE_APPLICATION_CREDENTIALS ...).
+    pub const NAME_SECRET: u32 = 1 << 3;
+    pub const NAME_FILE: u32 = 1 << 4;
+    /// Event `matched` bits besides the above: secret-like by its words; `*_FILE` with a
+    /// secret-like stem; the value has a known credential prefix.
+    pub const BY_WORDS: u32 = 1 << 5;
+    pub const FILE_BY_WORDS: u32 = 1 << 6;
+    pub const VALUE_PREFIX: u32 = 1 << 7;
+}
+
+/// FNV-1a offset basis: the hash of the empty name.
+pub const ENV_HASH_INIT: u32 = 0x811c_9dc5;
+
+/// One step of the name hash: FNV-1a over ASCII-lowercased bytes, so the kernel and the agent
+/// agree and `api_key` equals `API_KEY`.
+#[inline(always)]
+pub const fn env_hash(h: u32, b: u8) -> u32 {
+    let b = if b.is_ascii_uppercase() { b | 0x20 } else { b };
+    (h ^ b as u32).wrapping_mul(0x0100_0193)
+}
+
+/// Hash of a whole string with [`env_hash`].
+pub const fn env_hash_str(s: &[u8]) -> u32 {
+    let mut h = ENV_HASH_INIT;
+    let mut i = 0;
+    while i < s.len() {
+        h = env_hash(h, s[i]);
+        i += 1;
+    }
+    h
+}
+
+/// Bitmaps that gate each environment lookup (slot 0 of [`names::ENV_GATES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EnvGates {
+    /// Indexed by a word's first byte (lowercased) & 31: bit `len` set when a listed word of
+    /// that length starts with it.
+    pub word_len: [u64; 32],
+    /// The same for whole names (lengths of 63 and more share bit 63).
+    pub name_len: [u64; 32],
+    /// The first two bytes of a listed value prefix (`(b1 << 8) | b2`).
+    pub value_head: [u64; 1024],
+}
+
+impl EnvGates {
+    pub const EMPTY: Self = Self {
+        word_len: [0; 32],
+        name_len: [0; 32],
+        value_head: [0; 1024],
+    };
+}
+
+/// Tests the gate bit of a word or name of `len` bytes starting with `first`.
+#[inline(always)]
+pub fn len_gate(set: &[u64; 32], first: u8, len: usize) -> bool {
+    let l = if len > 63 { 63 } else { len };
+    (set[(first & 31) as usize] >> l) & 1 != 0
+}
+
+/// Where an environment variable was seen.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvSource {
+    /// In the environment passed to execve/execveat.
+    Exec = 0,
+    /// Read by the process with getenv/secure_getenv (the name only).
+    Getenv = 1,
+}
+
 /// Which syscall an open came from.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,12 +350,48 @@ pub struct ProcExit {
     pub header: EventHeader,
 }
 
+/// A secret-like environment variable: `NAME=value` from an exec's environment, or `NAME`
+/// passed to getenv. Its Debug output leaves `data` out: it holds a secret.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EnvVar {
+    pub header: EventHeader,
+    /// Boot time of the execve that carried it: the variables of one exec share it (0 for
+    /// getenv).
+    pub exec_id: u64,
+    /// An [`EnvSource`] id.
+    pub source: u32,
+    /// [`env_match`] bits saying why it matched.
+    pub matched: u32,
+    /// Bytes of the name at the start of `data`.
+    pub name_len: u32,
+    /// Bytes of `data` in use, without the NUL.
+    pub len: u32,
+    pub data: [u8; ENV_CAP],
+}
+
+impl core::fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EnvVar")
+            .field("header", &self.header)
+            .field("exec_id", &self.exec_id)
+            .field("source", &self.source)
+            .field("matched", &self.matched)
+            .field("name_len", &self.name_len)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 // The wire layout is part of the kernel/user contract: fail the build if it moves.
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 56);
     assert!(core::mem::size_of::<FileOpen>() == 56 + 32 + PATH_CAP);
     assert!(core::mem::size_of::<ProcExec>() == 56 + 8 + PATH_CAP);
     assert!(core::mem::size_of::<ProcExit>() == 56);
+    assert!(core::mem::size_of::<EnvVar>() == 56 + 24 + ENV_CAP);
+    assert!(core::mem::size_of::<EnvGates>() == 512 + 8192);
+    assert!(ENV_WINDOW >= ENV_NAME_MAX + 1 + ENV_VALUE_PREFIX_MAX);
     assert!(core::mem::size_of::<KernelConfig>() == 16);
     assert!(core::mem::size_of::<ProbeCounters>() == 16);
     assert!(core::mem::size_of::<FilterGates>() == 96 + 8192);
@@ -258,4 +406,5 @@ mod user {
     unsafe impl aya::Pod for super::KernelConfig {}
     unsafe impl aya::Pod for super::ProbeCounters {}
     unsafe impl aya::Pod for super::FilterGates {}
+    unsafe impl aya::Pod for super::EnvGates {}
 }

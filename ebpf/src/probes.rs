@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use keytrail_common::{COMM_LEN, EventHeader, KernelConfig, ProbeCounters, ProbeId};
 
+mod env;
 mod files;
 mod floor;
 mod process;
@@ -87,4 +88,32 @@ unsafe fn tp_field<T: Copy>(ctx: &aya_ebpf::programs::TracePointContext, offset:
     use aya_ebpf::EbpfContext as _;
     // SAFETY: tracepoint context memory is directly readable within the record (caller's contract).
     unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
+}
+
+/// Atomically adds `delta` to `*p` (BPF_ATOMIC | BPF_ADD): core's atomics are not available
+/// for the BPF target.
+#[inline(always)]
+fn atomic_add(p: *mut u64, delta: u64) {
+    // SAFETY: callers pass an aligned u64 inside a map value.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {d}",
+            p = in(reg) p,
+            d = in(reg) delta,
+        )
+    };
+}
+
+/// Stores through a volatile write, so the verifier sees a bounded unknown where the value is
+/// loaded back, instead of one state per path that produced it.
+#[inline(always)]
+fn store(slot: &mut u64, v: u64) {
+    // SAFETY: a valid, aligned field of a map value.
+    unsafe { core::ptr::write_volatile(slot, v) }
+}
+
+#[inline(always)]
+fn load(slot: &u64) -> u64 {
+    // SAFETY: as in `store`.
+    unsafe { core::ptr::read_volatile(slot) }
 }

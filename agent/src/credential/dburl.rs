@@ -8,7 +8,7 @@ use percent_encoding::percent_decode_str;
 use super::{Credential, Ctx, Kind, Lifetime};
 
 /// Schemes of database and message broker URLs (before any `+driver` suffix).
-const DB_SCHEMES: &[&str] = &[
+pub(super) const DB_SCHEMES: &[&str] = &[
     "postgres",
     "postgresql",
     "mysql",

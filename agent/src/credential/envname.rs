@@ -1,8 +1,10 @@
 //! Which environment variable names are secret-like (CREDENTIALS.md): an exact list, then a
-//! pattern on the `_`-separated words of the name, case-insensitive, with exclusions.
+//! pattern on the `_`-separated words of the name, case-insensitive, with exclusions. Also which
+//! names hold the path of a credential file (KUBECONFIG, `*_TOKEN_FILE` ...). The lists come from
+//! the config (`env:`); the defaults are CREDENTIALS.md's.
 
 /// Names that are secret-like whatever their words.
-const EXACT: &[&str] = &[
+pub const DEFAULT_SECRET_NAMES: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -25,7 +27,7 @@ const EXACT: &[&str] = &[
 
 /// A name with one of these words is secret-like (`api_key` and `private_key` are covered by
 /// `key`).
-const SECRET_WORDS: &[&str] = &[
+pub const DEFAULT_SECRET_WORDS: &[&str] = &[
     "apikey",
     "auth",
     "credential",
@@ -39,17 +41,106 @@ const SECRET_WORDS: &[&str] = &[
     "token",
 ];
 
-/// ... unless it also has one of these (`*_KEY_ID`, `*_TOKEN_FILE`, `*_PUBLIC_KEY`, ...).
-const EXCLUDING_WORDS: &[&str] = &["public", "id", "file", "path", "version", "name"];
+/// ... unless it also has one of these (`*_KEY_ID`, `*_PUBLIC_KEY`, ...). `file` is special: as
+/// the last word after a secret-like stem it makes a file-naming variable (`*_TOKEN_FILE`).
+pub const DEFAULT_EXCEPT_WORDS: &[&str] = &["public", "id", "file", "path", "version", "name"];
 
-/// Whether an environment variable of this name holds a secret (CREDENTIALS.md).
-pub fn is_secret_like_env_name(name: &str) -> bool {
-    if EXACT.iter().any(|e| e.eq_ignore_ascii_case(name)) {
-        return true;
+/// Variables whose value is the path of a credential file.
+pub const DEFAULT_FILE_NAMES: &[&str] = &[
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "KUBECONFIG",
+    "PGPASSFILE",
+    "NETRC",
+];
+
+/// The word that, last, turns a secret-like name into a file-naming one.
+pub const FILE_WORD: &str = "file";
+
+/// The name lists, uppercase for names and lowercase for words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvNameRules {
+    pub secret_names: Vec<String>,
+    pub secret_words: Vec<String>,
+    pub except_words: Vec<String>,
+    pub file_names: Vec<String>,
+}
+
+impl Default for EnvNameRules {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_SECRET_NAMES,
+            DEFAULT_SECRET_WORDS,
+            DEFAULT_EXCEPT_WORDS,
+            DEFAULT_FILE_NAMES,
+        )
     }
-    let words = || name.split('_').filter(|w| !w.is_empty());
-    let has = |list: &[&str]| words().any(|w| list.iter().any(|l| l.eq_ignore_ascii_case(w)));
-    has(SECRET_WORDS) && !has(EXCLUDING_WORDS)
+}
+
+impl EnvNameRules {
+    pub fn new<S: AsRef<str>>(
+        secret_names: &[S],
+        secret_words: &[S],
+        except_words: &[S],
+        file_names: &[S],
+    ) -> Self {
+        let upper = |l: &[S]| l.iter().map(|s| s.as_ref().to_ascii_uppercase()).collect();
+        let lower = |l: &[S]| l.iter().map(|s| s.as_ref().to_ascii_lowercase()).collect();
+        Self {
+            secret_names: upper(secret_names),
+            secret_words: lower(secret_words),
+            except_words: lower(except_words),
+            file_names: upper(file_names),
+        }
+    }
+
+    /// Whether a variable of this name holds a secret.
+    pub fn is_secret_like(&self, name: &str) -> bool {
+        if self.is_exact(name) {
+            return true;
+        }
+        let has =
+            |list: &[String]| words(name).any(|w| list.iter().any(|l| l.eq_ignore_ascii_case(w)));
+        has(&self.secret_words) && !has(&self.except_words)
+    }
+
+    /// Whether a variable of this name holds the path of a credential file: a listed name, or
+    /// `<secret-like stem>_FILE`.
+    pub fn names_file(&self, name: &str) -> bool {
+        if self.file_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            return true;
+        }
+        let Some(stem) = name
+            .rsplit_once('_')
+            .filter(|(_, last)| last.eq_ignore_ascii_case(FILE_WORD))
+            .map(|(stem, _)| stem)
+        else {
+            return false;
+        };
+        !stem.is_empty() && self.is_secret_like(stem)
+    }
+
+    fn is_exact(&self, name: &str) -> bool {
+        self.secret_names
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(name))
+    }
+}
+
+fn words(name: &str) -> impl Iterator<Item = &str> {
+    name.split('_').filter(|w| !w.is_empty())
+}
+
+/// Whether an environment variable of this name holds a secret, by the default lists.
+pub fn is_secret_like_env_name(name: &str) -> bool {
+    static DEFAULT: std::sync::OnceLock<EnvNameRules> = std::sync::OnceLock::new();
+    DEFAULT
+        .get_or_init(EnvNameRules::default)
+        .is_secret_like(name)
 }
 
 #[cfg(test)]
@@ -58,7 +149,7 @@ mod tests {
 
     #[test]
     fn exact_names() {
-        for n in super::EXACT {
+        for n in super::DEFAULT_SECRET_NAMES {
             assert!(secret_like(n), "{n}");
             assert!(secret_like(&n.to_ascii_lowercase()), "{n}");
         }
@@ -82,6 +173,29 @@ mod tests {
             "Token",
         ] {
             assert!(secret_like(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn file_naming_names() {
+        let r = super::EnvNameRules::default();
+        for n in [
+            "KUBECONFIG",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "DB_PASSWORD_FILE",
+            "api_key_file",
+        ] {
+            assert!(r.names_file(n), "{n}");
+        }
+        for n in [
+            "FILE",
+            "_FILE",
+            "LOG_FILE",
+            "SSH_PUBLIC_KEY_FILE",
+            "TOKEN_FILE_MODE",
+        ] {
+            assert!(!r.names_file(n), "{n}");
         }
     }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{
     Credential, Ctx, Kind, Lifetime, MAX_CREDENTIALS, MAX_FILE_BYTES, Skip, aws, docker, dotenv,
-    gcp, is_secret_like_env_name, jwt, kubeconfig, lines, pem, tokens,
+    gcp, jwt, kubeconfig, lines, pem, tokens,
 };
 
 /// The bytes looked at for NULs to call a file binary.
@@ -200,7 +200,7 @@ fn single_value(cx: &Ctx<'_>, value: &str, path: &str) -> Result<Vec<Credential>
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    if is_secret_like_env_name(&as_env_name) {
+    if cx.c.env_names.is_secret_like(&as_env_name) {
         return Ok(vec![cx.cred(Kind::GenericSecret, Lifetime::Unknown, value)]);
     }
     Err(Skip::Unrecognised)

@@ -5,9 +5,7 @@
 
 use base64::Engine as _;
 
-use super::{
-    Credential, Ctx, Kind, Lifetime, b64, envname::is_secret_like_env_name, tokens, value,
-};
+use super::{Credential, Ctx, Kind, Lifetime, b64, tokens, value};
 
 pub(super) fn classify(cx: &Ctx<'_>, name: &str, value: &str) -> Option<Credential> {
     let lname = name.trim().to_ascii_lowercase();
@@ -25,7 +23,7 @@ pub(super) fn classify(cx: &Ctx<'_>, name: &str, value: &str) -> Option<Credenti
         // Session cookies and anti-forgery tokens are not workload credentials.
         "cookie" | "set-cookie" => return None,
         n if n.contains("csrf") || n.contains("xsrf") => return None,
-        n if is_secret_like_env_name(&n.replace('-', "_")) => value::classify(cx, v, None)
+        n if cx.c.env_names.is_secret_like(&n.replace('-', "_")) => value::classify(cx, v, None)
             .unwrap_or_else(|| cx.cred(Kind::GenericSecret, Lifetime::Unknown, v)),
         _ => tokens::credential(cx, v)?,
     };

@@ -18,7 +18,7 @@ mod aws;
 mod dburl;
 mod docker;
 mod dotenv;
-mod envname;
+pub mod envname;
 mod file;
 mod fingerprint;
 mod gcp;
@@ -35,7 +35,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
-pub use envname::is_secret_like_env_name;
+pub use envname::{EnvNameRules, FILE_WORD, is_secret_like_env_name};
 
 /// Files larger than this are not classified (the caller caps its reads too).
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -303,11 +303,25 @@ pub enum Skip {
     Malformed(&'static str),
 }
 
+/// How the values of known credential kinds start (token prefixes, JWTs, database URL schemes,
+/// PEM): a variable whose value starts so is worth classifying whatever its name. A superset;
+/// classification decides.
+pub fn value_prefixes() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = tokens::prefixes()
+        .chain(dburl::DB_SCHEMES.iter().copied())
+        .chain(["eyJ", "-----BEGIN "])
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Classifies credentials with one fingerprint key and one short-lived threshold.
 #[derive(Clone)]
 pub struct Classifier {
     key: Vec<u8>,
     threshold: Duration,
+    env_names: std::sync::Arc<EnvNameRules>,
 }
 
 impl fmt::Debug for Classifier {
@@ -324,7 +338,19 @@ impl Classifier {
         Self {
             key: fingerprint_key.to_vec(),
             threshold: short_lived_threshold,
+            env_names: std::sync::Arc::new(EnvNameRules::default()),
         }
+    }
+
+    /// The same classifier with these secret-like name lists (from the config).
+    pub fn with_env_names(mut self, rules: EnvNameRules) -> Self {
+        self.env_names = std::sync::Arc::new(rules);
+        self
+    }
+
+    /// The secret-like name lists in use.
+    pub fn env_names(&self) -> &EnvNameRules {
+        &self.env_names
     }
 
     /// All credentials in a file's content.

@@ -92,6 +92,14 @@ const PREFIXES: &[Prefix] = &[
     p("sk-admin-", K::OpenaiKey, None, Static, word_dash, 20),
 ];
 
+/// Heads of the token shapes above, for the kernel's value-prefix filter.
+pub(super) fn prefixes() -> impl Iterator<Item = &'static str> {
+    PREFIXES
+        .iter()
+        .map(|p| p.prefix)
+        .chain(["sk-", "npm_", "AIza", "AKIA", "ASIA"])
+}
+
 /// The kind of a token by its shape alone, `None` when it has no known shape.
 pub(super) fn detect(token: &str) -> Option<TokenMatch> {
     let t = token.trim();

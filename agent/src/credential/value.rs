@@ -5,10 +5,7 @@
 
 use serde_json::Value;
 
-use super::{
-    Credential, Ctx, Kind, Lifetime, MAX_CREDENTIALS, dburl, envname::is_secret_like_env_name, gcp,
-    pem, tokens,
-};
+use super::{Credential, Ctx, Kind, Lifetime, MAX_CREDENTIALS, dburl, gcp, pem, tokens};
 
 /// One named value: from an environment, or from line `line` of a file.
 pub(super) struct Entry<'a> {
@@ -126,7 +123,7 @@ pub(super) fn classify(cx: &Ctx<'_>, value: &str, name: Option<&str>) -> Option<
     if let Some((kind, lifetime)) = upper.as_deref().and_then(kind_by_name) {
         return Some(cx.cred(kind, lifetime, v));
     }
-    if name.is_some_and(is_secret_like_env_name) && !is_trivial(v) {
+    if name.is_some_and(|n| cx.c.env_names.is_secret_like(n)) && !is_trivial(v) {
         return Some(cx.cred(Kind::GenericSecret, Lifetime::Unknown, v));
     }
     None

@@ -21,7 +21,8 @@ use keytrail_common::{
 };
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, config, count_dropped, count_seen, fill_header, tp_field,
+    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_seen, fill_header,
+    load, store, tp_field,
 };
 
 /// Room for compiled watch rules per filter map.
@@ -258,15 +259,7 @@ fn pending_count() -> u64 {
 #[inline(always)]
 fn pending_add(delta: u64) {
     if let Some(p) = PENDING_COUNT.get_ptr_mut(0) {
-        // SAFETY: slot 0 exists and is 8-byte aligned. core's atomics are not available for
-        // the BPF target, so the atomic add (BPF_ATOMIC | BPF_ADD) is written directly.
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({p} + 0) += {d}",
-                p = in(reg) p,
-                d = in(reg) delta,
-            )
-        };
+        atomic_add(p, delta);
     }
 }
 
@@ -361,18 +354,6 @@ fn find_last_slash(s: &mut OpenScratch) {
             break;
         }
     }
-}
-
-#[inline(always)]
-fn store(slot: &mut u64, v: u64) {
-    // SAFETY: a valid, aligned field of the scratch map value.
-    unsafe { core::ptr::write_volatile(slot, v) }
-}
-
-#[inline(always)]
-fn load(slot: &u64) -> u64 {
-    // SAFETY: as in `store`.
-    unsafe { core::ptr::read_volatile(slot) }
 }
 
 /// Writes the last SUFFIX_MAX bytes of the path reversed into `s.rev[4..]`, and where the last

@@ -1,0 +1,350 @@
+//! Environment variables -> `keytrail.credential.access` records.
+//!
+//! At exec: the kernel sends each secret-like `NAME=value` of an execve's environment before
+//! the exec completes; they wait here, per process, until `sched_process_exec` says the exec
+//! happened and which program now runs, then the set is classified as one environment (so
+//! AWS key id and secret pair up) and reported as `source=env`, one record per credential.
+//! Variables that name credential files are handed back so their paths are watched for that
+//! workload. At getenv: the kernel sends a name once per process; the value is the one the
+//! process got at exec (kept as its classification, never as the value), else read from
+//! /proc/PID/environ.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime},
+};
+
+use keytrail_common::{EnvSource, EnvVar, ProcExec, env_hash_str, event_flags};
+
+use crate::{
+    credential::{Classifier, Credential, Kind},
+    dedup::RecentSet,
+    files::{CgroupFilter, FirstSeen, Opener, set_credential, set_process},
+    record::{Record, names},
+};
+
+/// Processes with an exec waiting for its outcome, at most (exits are lost only when the ring
+/// buffer overflows).
+const MAX_PENDING: usize = 16_384;
+/// Variables kept per pending exec (the kernel walks 256 entries).
+const MAX_VARS: usize = 256;
+
+/// Counters of this stage, reported in agent stats.
+#[derive(Debug, Default)]
+pub struct EnvCounters {
+    /// Exec variables that were not well-formed (skipped).
+    pub malformed: AtomicU64,
+    /// Repeats of the same (workload, program, credential) within the dedup window.
+    pub deduplicated: AtomicU64,
+}
+
+/// A path a workload's environment names as a credential file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedFile {
+    pub cgroup_id: u64,
+    pub path: String,
+    pub env_name: String,
+}
+
+/// Records to send and paths to watch, from one exec.
+#[derive(Debug, Default)]
+pub struct ExecOutcome {
+    pub records: Vec<Record>,
+    pub named_files: Vec<NamedFile>,
+}
+
+struct PendingExec {
+    exec_id: u64,
+    vars: Vec<(String, String)>,
+}
+
+/// Dedup key of exec records: cgroup, program, credential fingerprint.
+type ExecKey = (u64, Option<String>, String);
+
+pub struct EnvAccess {
+    classifier: Classifier,
+    cgroups: CgroupFilter,
+    pending: HashMap<u32, PendingExec>,
+    /// What each process got at its last exec, for its getenv calls.
+    held: HashMap<u32, Vec<Credential>>,
+    /// getenv de-duplication keys the kernel holds per process, to drop at exit.
+    getenv_keys: HashMap<u32, Vec<u64>>,
+    recent: RecentSet<ExecKey>,
+}
+
+impl EnvAccess {
+    pub fn new(classifier: Classifier, cgroups: CgroupFilter, dedup_window: Duration) -> Self {
+        Self {
+            classifier,
+            cgroups,
+            pending: HashMap::new(),
+            held: HashMap::new(),
+            getenv_keys: HashMap::new(),
+            recent: RecentSet::new(dedup_window),
+        }
+    }
+
+    /// Keeps an exec variable until its exec's outcome.
+    pub fn on_exec_var(&mut self, ev: &EnvVar, counters: &EnvCounters) {
+        let Some((name, value)) = split_var(ev) else {
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let pid = ev.header.pid;
+        if !self.pending.contains_key(&pid) && self.pending.len() >= MAX_PENDING {
+            self.pending.clear();
+        }
+        let entry = self.pending.entry(pid).or_insert(PendingExec {
+            exec_id: ev.exec_id,
+            vars: Vec::new(),
+        });
+        // A new execve of the same process (the last one failed, or a retry along PATH).
+        if entry.exec_id != ev.exec_id {
+            entry.exec_id = ev.exec_id;
+            entry.vars.clear();
+        }
+        if entry.vars.len() < MAX_VARS {
+            entry.vars.push((name, value));
+        }
+    }
+
+    /// The exec completed: classify what it carried.
+    pub fn on_exec(
+        &mut self,
+        ev: &ProcExec,
+        who: &Opener<'_>,
+        time: SystemTime,
+        first_seen: &mut FirstSeen,
+        counters: &EnvCounters,
+    ) -> ExecOutcome {
+        let pid = ev.header.pid;
+        self.held.remove(&pid);
+        let Some(pending) = self.pending.remove(&pid) else {
+            return ExecOutcome::default();
+        };
+        if !self.cgroups.allows(who.cgroup_path) {
+            return ExecOutcome::default();
+        }
+        let mut out = ExecOutcome::default();
+        let rules = self.classifier.env_names();
+        for (name, value) in &pending.vars {
+            if rules.names_file(name) && value.starts_with('/') {
+                out.named_files.push(NamedFile {
+                    cgroup_id: ev.header.cgroup_id,
+                    path: value.clone(),
+                    env_name: name.clone(),
+                });
+            }
+        }
+        let now = SystemTime::now();
+        let creds = self.classifier.classify_env(
+            pending.vars.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            now,
+        );
+        let mut base = Record::new(names::CREDENTIAL_ACCESS, time);
+        base.set("keytrail.credential.source", "env");
+        set_process(&mut base, &ev.header, who);
+        for c in &creds {
+            let key = (
+                ev.header.cgroup_id,
+                who.proc.exe.clone(),
+                c.fingerprint.clone(),
+            );
+            if self.recent.is_repeat(key) {
+                counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut r = base.clone();
+            let age = first_seen.age(&c.fingerprint, now);
+            set_credential(&mut r, c, Some(age));
+            out.records.push(r);
+        }
+        if !creds.is_empty() {
+            self.held.insert(pid, creds);
+        }
+        out
+    }
+
+    /// A process read a secret-like variable with getenv (the kernel sends each name once per
+    /// process).
+    pub fn on_getenv(
+        &mut self,
+        ev: &EnvVar,
+        who: &Opener<'_>,
+        time: SystemTime,
+        first_seen: &mut FirstSeen,
+        counters: &EnvCounters,
+    ) -> Vec<Record> {
+        let Some(name) = getenv_name(ev) else {
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return Vec::new();
+        };
+        let pid = ev.header.pid;
+        self.getenv_keys
+            .entry(pid)
+            .or_default()
+            .push(((pid as u64) << 32) | env_hash_str(name.as_bytes()) as u64);
+        if !self.cgroups.allows(who.cgroup_path) {
+            return Vec::new();
+        }
+        let now = SystemTime::now();
+        let mut r = Record::new(names::CREDENTIAL_ACCESS, time);
+        r.set("keytrail.credential.source", "getenv");
+        set_process(&mut r, &ev.header, who);
+        let held = self.held.get(&pid).and_then(|creds| find(creds, &name));
+        let found = held.cloned().or_else(|| {
+            let creds = self.read_environ(pid, now);
+            find(&creds, &name).cloned()
+        });
+        match found {
+            Some(c) => {
+                let age = first_seen.age(&c.fingerprint, now);
+                set_credential(&mut r, &c, Some(age));
+                // A paired credential (AWS key id + secret) is located at its secret.
+                r.set("keytrail.credential.env_var", name);
+            }
+            None => {
+                r.set("keytrail.credential.kind", "unknown")
+                    .set("keytrail.credential.lifetime", "unknown")
+                    .set("keytrail.credential.env_var", name)
+                    .set(
+                        "keytrail.credential.unrecognised",
+                        "no credential under this name in the environment the process started \
+                         with (unset, set at run time, or not a credential)",
+                    );
+            }
+        }
+        vec![r]
+    }
+
+    /// Classifies a live process's initial environment (for processes exec'd before the
+    /// agent started).
+    fn read_environ(&self, pid: u32, now: SystemTime) -> Vec<Credential> {
+        let Ok(bytes) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return Vec::new();
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let vars = text
+            .split('\0')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| !k.is_empty());
+        self.classifier.classify_env(vars, now)
+    }
+
+    /// Forgets a process; returns the kernel's getenv keys to drop.
+    pub fn on_exit(&mut self, pid: u32) -> Vec<u64> {
+        self.pending.remove(&pid);
+        self.held.remove(&pid);
+        self.getenv_keys.remove(&pid).unwrap_or_default()
+    }
+}
+
+/// The variable a credential was found in (`env NAME`).
+fn env_var(c: &Credential) -> Option<&str> {
+    c.location.as_deref()?.strip_prefix("env ")
+}
+
+/// The credential a variable holds: by its location, or the AWS pair for its key id.
+fn find<'a>(creds: &'a [Credential], name: &str) -> Option<&'a Credential> {
+    creds
+        .iter()
+        .find(|c| env_var(c).is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .or_else(|| {
+            name.eq_ignore_ascii_case("AWS_ACCESS_KEY_ID")
+                .then(|| {
+                    creds.iter().find(|c| {
+                        matches!(c.kind, Kind::AwsAccessKey | Kind::AwsSessionCredentials)
+                    })
+                })
+                .flatten()
+        })
+}
+
+/// `NAME=value` of an exec variable, or None when malformed.
+fn split_var(ev: &EnvVar) -> Option<(String, String)> {
+    if ev.source != EnvSource::Exec as u32 {
+        return None;
+    }
+    let len = (ev.len as usize).min(ev.data.len());
+    let name_len = ev.name_len as usize;
+    if name_len == 0 || name_len >= len || ev.data[name_len] != b'=' {
+        return None;
+    }
+    let name = std::str::from_utf8(&ev.data[..name_len]).ok()?;
+    // A cut value cannot be fingerprinted faithfully; the name still says it was there.
+    let value = if ev.header.flags & event_flags::TRUNCATED != 0 {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&ev.data[name_len + 1..len]).into_owned()
+    };
+    Some((name.to_string(), value))
+}
+
+/// The name passed to getenv, or None when malformed.
+fn getenv_name(ev: &EnvVar) -> Option<String> {
+    let len = (ev.name_len as usize).min(ev.data.len());
+    let name = std::str::from_utf8(&ev.data[..len]).ok()?;
+    (!name.is_empty() && !name.contains(['=', '\0'])).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keytrail_common::{ENV_CAP, EventHeader, EventKind};
+
+    fn var(source: EnvSource, data: &[u8], name_len: usize) -> Box<EnvVar> {
+        let mut ev = Box::new(EnvVar {
+            header: EventHeader {
+                kind: EventKind::EnvVar as u32,
+                flags: 0,
+                time_ns: 0,
+                pid: 1,
+                tid: 1,
+                uid: 0,
+                gid: 0,
+                cgroup_id: 0,
+                comm: [0; 16],
+            },
+            exec_id: 1,
+            source: source as u32,
+            matched: 0,
+            name_len: name_len as u32,
+            len: data.len() as u32,
+            data: [0; ENV_CAP],
+        });
+        ev.data[..data.len()].copy_from_slice(data);
+        ev
+    }
+
+    #[test]
+    fn splits_well_formed_variables_only() {
+        let ok = var(EnvSource::Exec, b"GITHUB_TOKEN=x=y", 12);
+        assert_eq!(split_var(&ok), Some(("GITHUB_TOKEN".into(), "x=y".into())));
+        for (data, name_len) in [
+            (&b"GITHUB_TOKEN"[..], 12),
+            (b"=value", 0),
+            (b"AB=c", 1),
+            (b"AB=c", 400),
+        ] {
+            assert_eq!(split_var(&var(EnvSource::Exec, data, name_len)), None);
+        }
+        assert_eq!(split_var(&var(EnvSource::Getenv, b"A=b", 1)), None);
+        let mut huge = var(EnvSource::Exec, b"K=v", 1);
+        huge.len = u32::MAX;
+        assert!(split_var(&huge).is_some());
+    }
+
+    #[test]
+    fn getenv_names() {
+        assert_eq!(
+            getenv_name(&var(EnvSource::Getenv, b"API_KEY", 7)).as_deref(),
+            Some("API_KEY")
+        );
+        assert_eq!(getenv_name(&var(EnvSource::Getenv, b"", 0)), None);
+        assert_eq!(getenv_name(&var(EnvSource::Getenv, b"A=B", 3)), None);
+        let mut big = var(EnvSource::Getenv, b"X", 1);
+        big.name_len = u32::MAX;
+        assert_eq!(getenv_name(&big), None, "NUL padding is not part of a name");
+    }
+}

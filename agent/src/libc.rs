@@ -1,0 +1,226 @@
+//! Finding the libc files in use, so the getenv uprobe is attached once per file: the host's,
+//! and the ones inside container roots (glibc and musl). The kernel keys uprobes on the inode,
+//! so one attach covers every process that maps the file, in any mount namespace.
+//!
+//! Sources: at start, the standard locations on the host and every running process's maps; at
+//! run time, the standard locations inside the root of each new mount namespace (at its first
+//! exec, before the loader maps anything) and, a moment after exec, the maps of the first
+//! processes of each mount namespace (libcs in unusual places).
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::rootfs;
+
+/// Processes per mount namespace whose maps are read after exec.
+const MAPS_CHECKS_PER_NAMESPACE: u32 = 16;
+/// How long after exec the maps are read (the loader has mapped libc by then).
+pub const MAPS_CHECK_DELAY: Duration = Duration::from_millis(100);
+/// Distinct libc files attached at most.
+const MAX_LIBRARIES: usize = 1024;
+
+/// A libc file found and not attached yet. `file` keeps it open: attach through
+/// [`LibcFile::attach_path`].
+#[derive(Debug)]
+pub struct LibcFile {
+    /// Where it was found (for logs): a path inside a process's root, or the host path.
+    pub found_at: String,
+    file: File,
+}
+
+impl LibcFile {
+    /// A path that opens exactly this file in the agent (`/proc/self/fd/N`), valid while
+    /// `self` lives.
+    pub fn attach_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct LibcFinder {
+    /// (device, inode) of every libc already handed out.
+    known: HashSet<(u64, u64)>,
+    /// Mount namespaces already looked at, with how many maps checks each has had.
+    namespaces: HashMap<u64, u32>,
+    /// Processes whose maps are due for a look.
+    due: Vec<(Instant, u32)>,
+}
+
+/// Whether a file name is a C library that exports getenv.
+pub fn is_libc_name(base: &str) -> bool {
+    base == "libc.so.6"
+        || (base.starts_with("libc-2.") && base.ends_with(".so"))
+        || (base.starts_with("ld-musl-") && base.ends_with(".so.1"))
+        || (base.starts_with("libc.musl-") && base.ends_with(".so.1"))
+}
+
+/// Where distributions put libc (Debian/Ubuntu multiarch, Fedora/RHEL, Alpine, Arch).
+fn standard_paths() -> Vec<String> {
+    let arch = std::env::consts::ARCH;
+    vec![
+        format!("/lib/{arch}-linux-gnu/libc.so.6"),
+        format!("/usr/lib/{arch}-linux-gnu/libc.so.6"),
+        "/lib64/libc.so.6".into(),
+        "/usr/lib64/libc.so.6".into(),
+        "/lib/libc.so.6".into(),
+        "/usr/lib/libc.so.6".into(),
+        format!("/lib/ld-musl-{arch}.so.1"),
+        format!("/usr/lib/ld-musl-{arch}.so.1"),
+    ]
+}
+
+impl LibcFinder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The libcs on the host and in every running process.
+    pub fn scan_all(&mut self) -> Vec<LibcFile> {
+        let mut out = Vec::new();
+        for path in standard_paths() {
+            if let Ok(file) = File::open(&path) {
+                self.keep(&mut out, file, path);
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                    if let Some(ns) = rootfs::mount_ns(pid) {
+                        self.namespaces
+                            .entry(ns)
+                            .or_insert(MAPS_CHECKS_PER_NAMESPACE);
+                    }
+                    self.read_maps(pid, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// A process just exec'd: look in its root if its mount namespace is new, and plan a look
+    /// at its maps.
+    pub fn on_exec(&mut self, pid: u32) -> Vec<LibcFile> {
+        let mut out = Vec::new();
+        let Some(ns) = rootfs::mount_ns(pid) else {
+            return out;
+        };
+        let checks = self.namespaces.entry(ns).or_insert(0);
+        let first = *checks == 0;
+        if *checks < MAPS_CHECKS_PER_NAMESPACE {
+            *checks += 1;
+            self.due.push((Instant::now() + MAPS_CHECK_DELAY, pid));
+        }
+        if first && let Ok(root) = rootfs::open_root(pid) {
+            for path in standard_paths() {
+                if let Ok((file, _)) = rootfs::open_in_root(&root, &path) {
+                    self.keep(&mut out, file, format!("/proc/{pid}/root{path}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads the maps of processes whose look is due.
+    pub fn check_due(&mut self, now: Instant) -> Vec<LibcFile> {
+        let mut out = Vec::new();
+        if self.due.is_empty() {
+            return out;
+        }
+        let due: Vec<u32> = self
+            .due
+            .iter()
+            .filter(|(t, _)| *t <= now)
+            .map(|(_, p)| *p)
+            .collect();
+        self.due.retain(|(t, _)| *t > now);
+        for pid in due {
+            self.read_maps(pid, &mut out);
+        }
+        out
+    }
+
+    /// Whether a maps check is planned.
+    pub fn has_due(&self) -> bool {
+        !self.due.is_empty()
+    }
+
+    /// The libcs a process maps, opened through its map_files (exact even when the path is
+    /// shadowed by a mount or the file was replaced).
+    fn read_maps(&mut self, pid: u32, out: &mut Vec<LibcFile>) {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return;
+        };
+        let mut seen_here: HashSet<&str> = HashSet::new();
+        for line in maps.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(range), Some(_perms), Some(_off), Some(_dev), Some(_ino), Some(path)) = (
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+            ) else {
+                continue;
+            };
+            let base = path.rsplit('/').next().unwrap_or(path);
+            if !is_libc_name(base) || !seen_here.insert(path) {
+                continue;
+            }
+            if let Ok(file) = File::open(format!("/proc/{pid}/map_files/{range}")) {
+                self.keep(out, file, format!("/proc/{pid}/root{path}"));
+            }
+        }
+    }
+
+    fn keep(&mut self, out: &mut Vec<LibcFile>, file: File, found_at: String) {
+        let Ok(meta) = file.metadata() else {
+            return;
+        };
+        if !meta.is_file() || self.known.len() >= MAX_LIBRARIES {
+            return;
+        }
+        if self.known.insert((meta.dev(), meta.ino())) {
+            out.push(LibcFile { found_at, file });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libc_names() {
+        for n in [
+            "libc.so.6",
+            "libc-2.31.so",
+            "ld-musl-x86_64.so.1",
+            "libc.musl-aarch64.so.1",
+        ] {
+            assert!(is_libc_name(n), "{n}");
+        }
+        for n in [
+            "libcrypto.so.3",
+            "libc.so",
+            "libcap.so.2",
+            "ld-linux-x86-64.so.2",
+        ] {
+            assert!(!is_libc_name(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn finds_the_libc_this_test_runs_on_once() {
+        let mut f = LibcFinder::new();
+        let found = f.scan_all();
+        assert!(!found.is_empty(), "no libc found on this host");
+        // The same files are not handed out twice.
+        assert!(f.scan_all().is_empty());
+    }
+}
