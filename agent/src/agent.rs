@@ -408,12 +408,17 @@ impl Pipeline {
     }
 }
 
-/// `keytrail bench-floor`: attaches the empty floor programs, prints a stats line when ready
+/// `keytrail bench-floor`: attaches the empty floor programs of one family, prints a stats line when ready
 /// and another at shutdown. Benchmarks use it to measure the cost of tracing itself.
-pub async fn run_floor(shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run_floor(family: &str, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     probes::check_privileges()?;
     probes::ensure_tracefs()?;
-    let probes = Probes::load_floor()?;
+    let mut probes = Probes::load_floor(family)?;
+    if family == "getenv" {
+        for lib in LibcFinder::new().scan_all() {
+            probes.attach_uprobe(probes::FLOOR_GETENV_PROGRAM, &lib.attach_path())?;
+        }
+    }
     let counters = AgentCounters::default();
     print_line(&stats_record(&probes, &counters, false));
     shutdown.await;

@@ -32,9 +32,18 @@ pub enum Command {
     /// Print the embedded default configuration, or check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Attach empty programs on the file-open tracepoints until interrupted (benchmark floor).
+    /// Attach empty programs on the hooks of one program family until interrupted (benchmark
+    /// floor).
     #[command(hide = true)]
-    BenchFloor,
+    BenchFloor(BenchFloorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFloorArgs {
+    /// Which hooks: `open` (file-open tracepoints), `exec` (execve/execveat entry), `getenv`
+    /// (getenv/secure_getenv of the host's libc).
+    #[arg(long, default_value = "open", value_parser = ["open", "exec", "getenv"])]
+    pub family: String,
 }
 
 #[derive(Debug, Args)]

@@ -43,10 +43,12 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_RUNTIME, &e),
             }
         }
-        Command::BenchFloor => match runtime().block_on(agent::run_floor(shutdown_signal())) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(EXIT_RUNTIME, &e),
-        },
+        Command::BenchFloor(args) => {
+            match runtime().block_on(agent::run_floor(&args.family, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_RUNTIME, &e),
+            }
+        }
     }
 }
 

@@ -54,6 +54,15 @@ pub const GETENV_PROGRAM: &str = "getenv_enter";
 /// The libc functions it attaches to (glibc and musl both export both).
 pub const GETENV_SYMBOLS: &[&str] = &["getenv", "secure_getenv"];
 
+/// Empty programs on the exec tracepoints.
+pub const FLOOR_EXEC_PROGRAMS: &[ProgramSpec] = &[
+    tp("floor_enter_execve", "syscalls", "sys_enter_execve"),
+    tp("floor_enter_execveat", "syscalls", "sys_enter_execveat"),
+];
+
+/// The empty uprobe for getenv/secure_getenv.
+pub const FLOOR_GETENV_PROGRAM: &str = "floor_getenv";
+
 /// Empty programs on the file-open tracepoints: the cost floor for benchmarks.
 pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
     tp("floor_enter_openat", "syscalls", "sys_enter_openat"),
@@ -83,6 +92,10 @@ pub enum ProbeError {
     },
     #[error("kernel map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("kernel program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("uprobe: {0}")]
+    Uprobe(String),
     #[error("watch rules do not fit the kernel filter: {0}")]
     Filter(String),
     #[error("no program could be attached; failures: {0}")]
@@ -300,10 +313,46 @@ impl Probes {
         Ok(())
     }
 
-    /// Loads the object and attaches only the empty floor programs.
-    pub fn load_floor() -> Result<Self, ProbeError> {
-        let ebpf = load_object(64 * 1024)?;
-        Self::attach_all(ebpf, FLOOR_PROGRAMS)
+    /// Loads the object and attaches only the empty floor programs of `family` (`open`,
+    /// `exec`; `getenv` loads the empty uprobe, attached with [`Probes::attach_uprobe`]).
+    pub fn load_floor(family: &str) -> Result<Self, ProbeError> {
+        let mut ebpf = load_object(64 * 1024)?;
+        match family {
+            "exec" => Self::attach_all(ebpf, FLOOR_EXEC_PROGRAMS),
+            "getenv" => {
+                let program: &mut UProbe = ebpf
+                    .program_mut(FLOOR_GETENV_PROGRAM)
+                    .ok_or(ProbeError::MissingProgram(FLOOR_GETENV_PROGRAM))?
+                    .try_into()
+                    .map_err(|e| ProbeError::Uprobe(format!("{e}")))?;
+                program
+                    .load()
+                    .map_err(|e| ProbeError::Uprobe(format!("{e}")))?;
+                let mut probes = Self::attach_all(ebpf, &[])?;
+                probes.attached.push(FLOOR_GETENV_PROGRAM);
+                Ok(probes)
+            }
+            _ => Self::attach_all(ebpf, FLOOR_PROGRAMS),
+        }
+    }
+
+    /// Attaches a loaded uprobe program to getenv and secure_getenv of the ELF at `path`.
+    pub fn attach_uprobe(
+        &mut self,
+        program: &'static str,
+        path: &std::path::Path,
+    ) -> Result<(), ProbeError> {
+        let p: &mut UProbe = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(ProbeError::MissingProgram(program))?
+            .try_into()
+            .map_err(|e| ProbeError::Uprobe(format!("{e}")))?;
+        for symbol in GETENV_SYMBOLS {
+            p.attach(*symbol, path, UProbeScope::AllProcesses)
+                .map_err(|e| ProbeError::Uprobe(format!("{program} on {symbol}: {e}")))?;
+        }
+        Ok(())
     }
 
     fn attach_all(mut ebpf: Ebpf, specs: &[ProgramSpec]) -> Result<Self, ProbeError> {
@@ -326,7 +375,7 @@ impl Probes {
                 }
             }
         }
-        if attached.is_empty() {
+        if attached.is_empty() && !specs.is_empty() {
             let all = failed
                 .iter()
                 .map(|f| format!("{}: {}", f.program, f.error))
