@@ -128,20 +128,19 @@ impl Workload {
 
     /// Like [`Workload::spawn`], with extra environment variables.
     pub fn spawn_with_env(exe: &Path, cgroup: &CgroupGuard, env: &[(&str, &str)]) -> Self {
-        let procs = cgroup.procs_file();
         let mut cmd = Command::new(exe);
         cmd.envs(env.iter().copied());
+        Self::start(cmd, cgroup)
+    }
+
+    /// Starts any line-driven program (one command per stdin line, one `ok ...` line back)
+    /// inside `cgroup`.
+    pub fn start(mut cmd: Command, cgroup: &CgroupGuard) -> Self {
+        let exe = PathBuf::from(cmd.get_program());
+        in_cgroup(&mut cmd, cgroup);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: only async-signal-safe calls between fork and exec (open/write/close).
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut f = std::fs::OpenOptions::new().write(true).open(&procs)?;
-                f.write_all(b"0")?;
-                Ok(())
-            });
-        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", exe.display()));
@@ -151,7 +150,7 @@ impl Workload {
             child,
             stdin,
             stdout,
-            exe: exe.canonicalize().expect("workload exe"),
+            exe: exe.canonicalize().unwrap_or(exe),
         }
     }
 
@@ -188,6 +187,84 @@ impl Drop for Workload {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Makes `cmd`'s child move itself into `cgroup` before it execs, so the exec and everything
+/// after happen there.
+pub fn in_cgroup(cmd: &mut Command, cgroup: &CgroupGuard) {
+    let procs = cgroup.procs_file();
+    // SAFETY: only async-signal-safe calls between fork and exec (open/write/close).
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&procs)?;
+            f.write_all(b"0")?;
+            Ok(())
+        });
+    }
+}
+
+/// Runs `program args...` to completion inside `cgroup` with exactly `env` as its
+/// environment. Returns its pid and output.
+pub fn run_in_cgroup(
+    cgroup: &CgroupGuard,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (u32, std::process::Output) {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    in_cgroup(&mut cmd, cgroup);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+    let pid = child.id();
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {program}: {e}"));
+    (pid, out)
+}
+
+/// Access events of one cgroup, whatever their source.
+pub fn accesses_in<'a>(events: &'a [Value], cgroup: &CgroupGuard) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["event.name"] == "keytrail.credential.access"
+                && e["keytrail.cgroup.path"] == cgroup.rel_path()
+        })
+        .collect()
+}
+
+/// A random string of `len` characters from `alphabet`, so canaries cannot match by accident.
+pub fn random(alphabet: &[u8], len: usize) -> String {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes
+        .iter()
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect()
+}
+
+/// Letters and digits, for random secrets.
+pub const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Panics if any 8-character window of `secret` occurs in `haystack`.
+pub fn assert_no_leak(what: &str, haystack: &str, secret: &str) {
+    for w in secret.as_bytes().windows(8) {
+        let w = std::str::from_utf8(w).expect("ASCII secret");
+        assert!(
+            !haystack.contains(w),
+            "{what} contains secret fragment {w:?}"
+        );
     }
 }
 

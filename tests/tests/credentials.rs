@@ -2,49 +2,22 @@
 //! lifetime, fingerprint, age), read safely through the workload's own root, for readers that
 //! are already gone too, and never a secret in any output.
 
-use std::io::Read as _;
-
-use keytrail_tests::{Agent, CgroupGuard, Workload, accesses_of, keytrail};
+use keytrail_tests::{
+    ALNUM, Agent, CgroupGuard, Workload, accesses_of, assert_no_leak, keytrail, random,
+};
 use serde_json::Value;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_kt-workload");
 
-/// A random string of `len` characters from `alphabet`, so canaries cannot match by accident.
-fn random(alphabet: &[u8], len: usize) -> String {
-    let mut bytes = vec![0u8; len];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut bytes)
-        .unwrap();
-    bytes
-        .iter()
-        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
-        .collect()
-}
-
 /// A fake AWS key pair: (key id, secret).
 fn aws_pair() -> (String, String) {
     let id = format!("AKIA{}", random(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
-    let secret = random(
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-        40,
-    );
+    let secret = random(ALNUM, 40);
     (id, secret)
 }
 
 fn aws_file(id: &str, secret: &str) -> String {
     format!("[default]\\naws_access_key_id = {id}\\naws_secret_access_key = {secret}\\n")
-}
-
-/// Panics if any 8-character window of `secret` occurs in `haystack`.
-fn assert_no_leak(what: &str, haystack: &str, secret: &str) {
-    for w in secret.as_bytes().windows(8) {
-        let w = std::str::from_utf8(w).unwrap();
-        assert!(
-            !haystack.contains(w),
-            "{what} contains secret fragment {w:?}"
-        );
-    }
 }
 
 /// Gives the workload a private mount namespace with a tmpfs /root holding an AWS key file.
