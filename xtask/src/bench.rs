@@ -1,24 +1,38 @@
-//! `cargo xtask bench open`: what the agent adds to the cost of opening a file.
+//! `cargo xtask bench open|exec|getenv`: what the agent adds to the cost of opening a file,
+//! of starting a program, of reading an environment variable.
 //!
-//! A small C program (`bench/open_loop.c`) opens and closes one file in a loop and reports
-//! nanoseconds per open+close. It runs in three setups, interleaved within each round so
-//! drift on the machine hits all of them alike:
+//! Each benchmark times a small C loop (`bench/*_loop.c`, compiled with `cc -O2`) that prints
+//! nanoseconds per operation. The loop runs in several setups, interleaved within each round
+//! (the order rotating from round to round) so drift on the machine hits all of them alike:
 //!
 //! - **none**: nothing attached;
-//! - **floor**: `keytrail bench-floor`, empty programs on the same tracepoints the agent
-//!   uses, i.e. the cost of merely being attached there;
+//! - **floor**: `keytrail bench-floor --family F`, empty programs on the hooks the agent uses
+//!   for that operation, i.e. the cost of merely being attached there;
 //! - **agent**: `keytrail agent`, writing its JSON lines to a file.
 //!
-//! Each setup runs the loop on a file the agent does not watch (`plain.txt`) and on one it
-//! does (`bench.pem`, matched by the default `**/*.pem`; every open becomes an event,
-//! and writing those events is part of the measured cost). A fresh floor or agent process
-//! serves each loop, so the kernel's per-program counters (`kernel.bpf_stats_enabled`,
-//! reported by the process in its final `keytrail.agent.stats` line) belong to that loop.
+//! A fresh floor or agent process serves each measurement, so the kernel's per-program
+//! counters (`kernel.bpf_stats_enabled`, turned on for the run and restored after; reported by
+//! the process in its final `keytrail.agent.stats` line) belong to that measurement. The
+//! report (medians over the rounds; ratios and differences are medians of per-round ones) goes
+//! to stdout and to `target/bench/<name>.md`.
 //!
-//! The report (medians over the rounds) goes to stdout and to `target/bench/open.md`.
+//! - [`open`]: open()+close() of a file the agent does not watch and of one it does;
+//!   `--check` fails on a missed target (agent within 5% of the floor, filter program under
+//!   150 ns per run).
+//! - [`exec`]: fork+execve+wait of `/bin/true` with a 100-variable environment (a few of them
+//!   secret-like), the agent with its getenv probe off and on; target: the agent under 10%
+//!   slower than none, which `--check` enforces with the getenv probe off (the exec hook) and
+//!   reports with it on.
+//! - [`getenv`]: one getenv() call, of a non-secret name (`LANG`) and a secret-like one
+//!   (`API_TOKEN`); a report of the per-call cost of the uprobe, without a target.
+
+mod exec;
+mod getenv;
+mod open;
 
 use std::{
     collections::BTreeSet,
+    fmt::Write as _,
     fs::{self, File},
     io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom},
     path::{Path, PathBuf},
@@ -37,12 +51,17 @@ use serde_json::{Map, Value};
 
 use crate::{build, setup, util};
 
-/// The agent binary (in `target/release`) and the subcommands the benchmark starts.
+/// The agent binary (in `target/release`) and the subcommands the benchmarks start.
 const AGENT_BINARY: &str = build::AGENT_PACKAGE;
 const AGENT_SUBCOMMAND: &str = "agent";
 const FLOOR_SUBCOMMAND: &str = "bench-floor";
-/// `keytrail agent` flag sending the JSON lines to a file.
+/// `keytrail bench-floor` flag choosing the hooks.
+const FAMILY_FLAG: &str = "--family";
+/// `keytrail agent` flags: JSON lines to a file, configuration file, state file (whose
+/// directory holds the node's fingerprint key; kept in the benchmark's temporary directory).
 const JSONL_FLAG: &str = "--jsonl";
+const CONFIG_FLAG: &str = "--config";
+const STATE_FLAG: &str = "--state";
 
 /// The stats line: `event.name` value and the flat keys read from it.
 const EVENT_NAME_KEY: &str = "event.name";
@@ -54,21 +73,6 @@ const PROBE_KEY_PREFIX: &str = "keytrail.probe.";
 const DROPPED_SUFFIX: &str = ".dropped";
 /// Kernel events the agent read from its ring buffer.
 const EVENTS_RECEIVED_KEY: &str = "keytrail.events.received";
-
-/// Programs compared in the kernel-cost table: (floor, agent).
-const PROGRAM_PAIRS: &[(&str, &str)] = &[
-    ("floor_enter_openat", "file_enter_openat"),
-    ("floor_exit_openat", "file_exit_openat"),
-];
-
-/// Targets.
-const MAX_AGENT_OVER_FLOOR: f64 = 1.05;
-const TARGET_PROGRAM: &str = "file_enter_openat";
-const MAX_TARGET_PROGRAM_NS: f64 = 150.0;
-
-const PLAIN_FILE: &str = "plain.txt";
-const WATCHED_FILE: &str = "bench.pem";
-const OPEN_LOOP_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bench/open_loop.c");
 
 const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,69 +89,31 @@ pub struct Options {
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// Cost of open()+close() with no agent, with empty programs attached, with the agent.
-    Open(OpenOptions),
-}
-
-#[derive(Debug, Args)]
-struct OpenOptions {
-    /// open()+close() pairs per measurement.
-    #[arg(long, default_value_t = 1_000_000)]
-    iterations: u64,
-    /// Rounds; each round measures every setup on both files.
-    #[arg(long, default_value_t = 5)]
-    rounds: usize,
-    /// Exit with an error if a target is missed.
-    #[arg(long)]
-    check: bool,
+    Open(open::Options),
+    /// Cost of fork+execve+wait with no agent, with empty programs attached, with the agent
+    /// (getenv probe off and on).
+    Exec(exec::Options),
+    /// Cost of a getenv() call with no agent, with an empty uprobe attached, with the agent.
+    Getenv(getenv::Options),
 }
 
 pub fn run(opts: Options) -> Result<()> {
     match opts.bench {
-        Bench::Open(opts) => open(opts),
+        Bench::Open(opts) => open::run(opts),
+        Bench::Exec(opts) => exec::run(opts),
+        Bench::Getenv(opts) => getenv::run(opts),
     }
 }
 
+/// What runs beside the loop during one measurement.
 #[derive(Clone, Copy, Debug)]
-enum Setup {
+enum Attach<'a> {
+    /// Nothing.
     None,
-    Floor,
-    Agent,
-}
-
-impl Setup {
-    const ALL: [Setup; 3] = [Setup::None, Setup::Floor, Setup::Agent];
-
-    fn name(self) -> &'static str {
-        match self {
-            Setup::None => "none",
-            Setup::Floor => "floor",
-            Setup::Agent => "agent",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Loop {
-    Plain,
-    Watched,
-}
-
-impl Loop {
-    const ALL: [Loop; 2] = [Loop::Plain, Loop::Watched];
-
-    fn file(self) -> &'static str {
-        match self {
-            Loop::Plain => PLAIN_FILE,
-            Loop::Watched => WATCHED_FILE,
-        }
-    }
-
-    fn label(self) -> String {
-        match self {
-            Loop::Plain => format!("non-watched (`{PLAIN_FILE}`)"),
-            Loop::Watched => format!("watched (`{WATCHED_FILE}`)"),
-        }
-    }
+    /// `keytrail bench-floor --family FAMILY`.
+    Floor(&'a str),
+    /// `keytrail agent`, with this configuration file (else the embedded default).
+    Agent(Option<&'a Path>),
 }
 
 /// One measurement.
@@ -159,129 +125,96 @@ struct Sample {
     events: Option<u64>,
 }
 
-/// `samples[loop][setup]`, one entry per round.
-type Samples = [[Vec<Sample>; 3]; 2];
-
+/// Runs the measurements of one benchmark: the agent binary, a temporary directory for the
+/// agent's files, bpf_stats enabled for its lifetime.
 struct Bencher {
     agent: PathBuf,
-    open_loop: PathBuf,
-    dir: PathBuf,
-    iterations: u64,
+    /// `target/bench`: compiled loops and reports.
+    out_dir: PathBuf,
+    tmp: tempfile::TempDir,
+    /// Measurements so far, numbering the log and output files.
     runs: usize,
-}
-
-fn open(opts: OpenOptions) -> Result<()> {
-    if opts.iterations == 0 || opts.rounds == 0 {
-        bail!("--iterations and --rounds must be positive");
-    }
-    if !util::is_root() {
-        bail!(
-            "the benchmark needs root (it loads eBPF programs and sets {BPF_STATS_SYSCTL}): \
-             run it as root, e.g. `sudo -E env PATH=\"$PATH\" cargo xtask bench open`"
-        );
-    }
-    setup::ensure()?;
-    install_signal_handlers();
-
-    build::build_agent(true)?;
-    let agent = util::binary_path(AGENT_BINARY, true);
-    let bench_dir = util::target_dir().join("bench");
-    fs::create_dir_all(&bench_dir).with_context(|| format!("creating {}", bench_dir.display()))?;
-    let open_loop = bench_dir.join("open_loop");
-    util::run_checked(
-        Command::new("cc")
-            .args(["-O2", "-Wall", "-Wextra", "-o"])
-            .arg(&open_loop)
-            .arg(OPEN_LOOP_SOURCE),
-    )
-    .context("compiling the open loop")?;
-
-    let tmp = tempfile::Builder::new()
-        .prefix("keytrail-bench-")
-        .tempdir_in("/tmp")
-        .context("creating a temporary directory in /tmp")?;
-    for file in [PLAIN_FILE, WATCHED_FILE] {
-        fs::write(tmp.path().join(file), "keytrail benchmark file\n")?;
-    }
-
-    let _stats = BpfStats::enable()?;
-    let mut bencher = Bencher {
-        agent,
-        open_loop,
-        dir: tmp.path().to_path_buf(),
-        iterations: opts.iterations,
-        runs: 0,
-    };
-    let mut samples: Samples = Default::default();
-    let start = Instant::now();
-    for round in 0..opts.rounds {
-        for lp in Loop::ALL {
-            // Rotate the order of the setups from round to round.
-            for i in 0..Setup::ALL.len() {
-                let setup = Setup::ALL[(i + round) % Setup::ALL.len()];
-                let sample = bencher.measure(setup, lp)?;
-                eprintln!(
-                    "bench: round {}/{} {:<5} {:<11} {:>9.1} ns/op",
-                    round + 1,
-                    opts.rounds,
-                    setup.name(),
-                    lp.file(),
-                    sample.ns_per_op
-                );
-                samples[lp as usize][setup as usize].push(sample);
-            }
-        }
-    }
-    eprintln!("bench: measured in {:.0} s", start.elapsed().as_secs_f64());
-
-    let (report, failed) = report(&opts, &samples);
-    println!("{report}");
-    let out = bench_dir.join("open.md");
-    fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("bench: report written to {}", out.display());
-    if opts.check && failed > 0 {
-        bail!("{failed} target(s) missed");
-    }
-    Ok(())
+    _bpf_stats: BpfStats,
 }
 
 impl Bencher {
-    fn measure(&mut self, setup: Setup, lp: Loop) -> Result<Sample> {
+    /// Checks the options and for root, builds the agent (release) and compiles the C loop
+    /// `source` (`bench/<name>.c`); returns the bencher and the loop's path.
+    fn new(bench: &str, iterations: u64, rounds: usize, source: &str) -> Result<(Self, PathBuf)> {
+        if iterations == 0 || rounds == 0 {
+            bail!("--iterations and --rounds must be positive");
+        }
+        if !util::is_root() {
+            bail!(
+                "the benchmark needs root (it loads eBPF programs and sets {BPF_STATS_SYSCTL}): \
+                 run it as root, e.g. `sudo -E env PATH=\"$PATH\" cargo xtask bench {bench}`"
+            );
+        }
+        setup::ensure()?;
+        install_signal_handlers();
+
+        build::build_agent(true)?;
+        let agent = util::binary_path(AGENT_BINARY, true);
+        let out_dir = util::target_dir().join("bench");
+        fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        let name = Path::new(source)
+            .file_stem()
+            .context("C loop without a file name")?;
+        let program = out_dir.join(name);
+        util::run_checked(
+            Command::new("cc")
+                .args(["-O2", "-Wall", "-Wextra", "-o"])
+                .arg(&program)
+                .arg(source),
+        )
+        .with_context(|| format!("compiling {source}"))?;
+
+        let tmp = tempfile::Builder::new()
+            .prefix("keytrail-bench-")
+            .tempdir_in("/tmp")
+            .context("creating a temporary directory in /tmp")?;
+        let bencher = Self {
+            agent,
+            out_dir,
+            tmp,
+            runs: 0,
+            _bpf_stats: BpfStats::enable()?,
+        };
+        Ok((bencher, program))
+    }
+
+    /// The temporary directory, for the loops' files and the agent's.
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Runs the loop `cmd` with `attach` beside it.
+    fn measure(&mut self, attach: Attach<'_>, cmd: &mut Command) -> Result<Sample> {
         check_interrupted()?;
         self.runs += 1;
-        let path = self.dir.join(lp.file());
-        match setup {
-            Setup::None => Ok(Sample {
-                ns_per_op: self.open_loop(&path)?,
+        match attach {
+            Attach::None => Ok(Sample {
+                ns_per_op: run_loop(cmd)?,
                 stats: None,
                 events: None,
             }),
-            Setup::Floor => self.with_floor(&path),
-            Setup::Agent => self.with_agent(&path),
+            Attach::Floor(family) => self.with_floor(family, cmd),
+            Attach::Agent(config) => self.with_agent(config, cmd),
         }
     }
 
-    fn open_loop(&self, path: &Path) -> Result<f64> {
-        let mut cmd = Command::new(&self.open_loop);
-        cmd.arg(path).arg(self.iterations.to_string());
-        let out = util::output_checked(&mut cmd)?;
-        out.trim()
-            .parse()
-            .with_context(|| format!("`{}` printed {out:?}, not a number", util::display(&cmd)))
-    }
-
     fn log_file(&self, name: &str) -> Result<(PathBuf, File)> {
-        let path = self.dir.join(format!("{name}-{}.log", self.runs));
+        let path = self.dir().join(format!("{name}-{}.log", self.runs));
         let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok((path, file))
     }
 
     /// `keytrail bench-floor`: stats lines on stdout, the first one once attached, a final
     /// one after SIGTERM.
-    fn with_floor(&self, path: &Path) -> Result<Sample> {
+    fn with_floor(&self, family: &str, loop_cmd: &mut Command) -> Result<Sample> {
         let (log, log_file) = self.log_file("floor")?;
         let mut cmd = Command::new(&self.agent);
-        cmd.arg(FLOOR_SUBCOMMAND)
+        cmd.args([FLOOR_SUBCOMMAND, FAMILY_FLAG, family])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
@@ -326,7 +259,7 @@ impl Bencher {
             }
         }
 
-        let ns_per_op = self.open_loop(path)?;
+        let ns_per_op = run_loop(loop_cmd)?;
         child.terminate()?;
         let mut last = None;
         loop {
@@ -358,14 +291,19 @@ impl Bencher {
 
     /// `keytrail agent --jsonl FILE`: ready once a stats line is in FILE; writes a final
     /// one there after SIGTERM.
-    fn with_agent(&self, path: &Path) -> Result<Sample> {
+    fn with_agent(&self, config: Option<&Path>, loop_cmd: &mut Command) -> Result<Sample> {
         let (log, log_file) = self.log_file("agent")?;
-        let events = self.dir.join(format!("events-{}.jsonl", self.runs));
+        let events = self.dir().join(format!("events-{}.jsonl", self.runs));
         let mut cmd = Command::new(&self.agent);
         cmd.arg(AGENT_SUBCOMMAND)
             .arg(JSONL_FLAG)
             .arg(&events)
-            .stdin(Stdio::null())
+            .arg(STATE_FLAG)
+            .arg(self.dir().join("state").join("keytrail.db"));
+        if let Some(config) = config {
+            cmd.arg(CONFIG_FLAG).arg(config);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
         let mut child = ChildGuard::spawn(cmd, &log)?;
@@ -394,7 +332,7 @@ impl Bencher {
             thread::sleep(POLL_INTERVAL);
         }
 
-        let ns_per_op = self.open_loop(path)?;
+        let ns_per_op = run_loop(loop_cmd)?;
         child.terminate()?;
         let stats = last_stats_line(&events)?.with_context(|| {
             format!(
@@ -413,6 +351,52 @@ impl Bencher {
             events: Some(count),
         })
     }
+
+    /// Prints the report and writes it to `target/bench/<name>.md`.
+    fn write_report(&self, name: &str, report: &str) -> Result<()> {
+        println!("{report}");
+        let out = self.out_dir.join(format!("{name}.md"));
+        fs::write(&out, report).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("bench: report written to {}", out.display());
+        Ok(())
+    }
+}
+
+/// Runs a C loop; it prints nanoseconds per operation.
+fn run_loop(cmd: &mut Command) -> Result<f64> {
+    let out = util::output_checked(cmd)?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("`{}` printed {out:?}, not a number", util::display(cmd)))
+}
+
+/// Calls `measure(round, item, setup)` for every item and setup in each round, items in
+/// order and the setups rotated from round to round, so drift hits all setups alike.
+fn interleave<I: Copy, S: Copy>(
+    rounds: usize,
+    items: &[I],
+    setups: &[S],
+    mut measure: impl FnMut(usize, I, S) -> Result<()>,
+) -> Result<()> {
+    let start = Instant::now();
+    for round in 0..rounds {
+        for &item in items {
+            for i in 0..setups.len() {
+                measure(round, item, setups[(i + round) % setups.len()])?;
+            }
+        }
+    }
+    eprintln!("bench: measured in {:.0} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Progress line of one measurement.
+fn log_sample(round: usize, rounds: usize, setup: &str, what: &str, sample: &Sample) {
+    eprintln!(
+        "bench: round {}/{rounds} {setup:<10} {what:<11} {:>11.1} ns/op",
+        round + 1,
+        sample.ns_per_op
+    );
 }
 
 /// Parses a JSON line if it is a stats line.
@@ -655,6 +639,11 @@ fn fmt(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
+/// Median ns per operation.
+fn ns(samples: &[Sample]) -> Option<f64> {
+    median(samples.iter().map(|s| s.ns_per_op).collect())
+}
+
 /// Median of per-round ratios `a / b` (paired by round, so drift cancels).
 fn ratio(a: &[Sample], b: &[Sample]) -> Option<f64> {
     median(
@@ -665,35 +654,69 @@ fn ratio(a: &[Sample], b: &[Sample]) -> Option<f64> {
     )
 }
 
-/// Opens the C loop makes per measurement, warm-up included (see `open_loop.c`).
-fn opens_per_run(iterations: u64) -> u64 {
-    iterations + (iterations / 100).clamp(1000, 20000)
+/// Median of per-round differences `a - b` in ns per operation.
+fn difference(a: &[Sample], b: &[Sample]) -> Option<f64> {
+    median(
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| a.ns_per_op - b.ns_per_op)
+            .collect(),
+    )
 }
 
-/// Renders the markdown report; also returns how many targets were missed.
-fn report(opts: &OpenOptions, samples: &Samples) -> (String, usize) {
-    use std::fmt::Write as _;
+/// Median kernel ns per run of `program`.
+fn program_ns(samples: &[Sample], program: &str) -> Option<f64> {
+    median(
+        samples
+            .iter()
+            .filter_map(|s| ns_per_run(s.stats.as_ref()?, program))
+            .collect(),
+    )
+}
 
-    let ns = |s: &[Sample]| median(s.iter().map(|s| s.ns_per_op).collect());
-    let program = |s: &[Sample], name: &str| {
-        median(
-            s.iter()
-                .filter_map(|s| ns_per_run(s.stats.as_ref()?, name))
-                .collect(),
-        )
-    };
-    let runs = |s: &[Sample], name: &str| {
-        let key = format!("{PROGRAM_KEY_PREFIX}{name}{RUN_COUNT_SUFFIX}");
-        median(
-            s.iter()
-                .filter_map(|s| number(s.stats.as_ref()?, &key))
-                .collect(),
-        )
-    };
+/// Median of a stats value over the measurements that report it.
+fn stat(samples: &[Sample], key: &str) -> Option<f64> {
+    median(
+        samples
+            .iter()
+            .filter_map(|s| number(s.stats.as_ref()?, key))
+            .collect(),
+    )
+}
 
-    let mut md = String::new();
-    let w = &mut md;
-    let _ = writeln!(w, "# keytrail: cost of open()+close()\n");
+/// Median runs of `program` per measurement.
+fn program_runs(samples: &[Sample], program: &str) -> Option<f64> {
+    stat(
+        samples,
+        &format!("{PROGRAM_KEY_PREFIX}{program}{RUN_COUNT_SUFFIX}"),
+    )
+}
+
+/// Median of the agent's records (output lines other than stats lines) per measurement.
+fn records(samples: &[Sample]) -> Option<f64> {
+    median(
+        samples
+            .iter()
+            .filter_map(|s| s.events)
+            .map(|n| n as f64)
+            .collect(),
+    )
+}
+
+/// Sum of `keytrail.probe.*.dropped` over all measurements.
+fn dropped(samples: &[Sample]) -> f64 {
+    samples
+        .iter()
+        .filter_map(|s| s.stats.as_ref())
+        .flat_map(|stats| stats.iter())
+        .filter(|(key, _)| key.starts_with(PROBE_KEY_PREFIX) && key.ends_with(DROPPED_SUFFIX))
+        .filter_map(|(_, v)| v.as_f64())
+        .sum()
+}
+
+/// Title and the common bullet lines: date, kernel, CPUs, commit, then `lines`.
+fn header(w: &mut String, title: &str, lines: &[String]) {
+    let _ = writeln!(w, "# {title}\n");
     let _ = writeln!(
         w,
         "- date: {}",
@@ -708,145 +731,42 @@ fn report(opts: &OpenOptions, samples: &Samples) -> (String, usize) {
     );
     let commit = command_line("git", &["rev-parse", "--short", "HEAD"]);
     let _ = writeln!(w, "- commit: {commit}");
-    let _ = writeln!(
-        w,
-        "- {} open()+close() per measurement, {} rounds; setups interleaved within each round; \
-         values are medians over rounds, ratios are medians of per-round ratios",
-        opts.iterations, opts.rounds
-    );
-    let _ = writeln!(
-        w,
-        "- none: nothing attached; floor: `keytrail {FLOOR_SUBCOMMAND}` (empty programs on the \
-         agent's tracepoints); agent: `keytrail {AGENT_SUBCOMMAND} {JSONL_FLAG} FILE`\n"
-    );
-
-    let _ = writeln!(w, "## ns per open()+close()\n");
-    let _ = writeln!(
-        w,
-        "| loop | none | floor | agent | floor/none | agent/none | agent/floor \
-         | kernel events/open | records/open | dropped |"
-    );
-    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for lp in Loop::ALL {
-        let [none, floor, agent] = &samples[lp as usize];
-        let opens = opens_per_run(opts.iterations) as f64;
-        let received = median(
-            agent
-                .iter()
-                .filter_map(|s| number(s.stats.as_ref()?, EVENTS_RECEIVED_KEY))
-                .map(|n| n / opens)
-                .collect(),
-        );
-        let records = median(
-            agent
-                .iter()
-                .filter_map(|s| s.events)
-                .map(|n| n as f64 / opens)
-                .collect(),
-        );
-        let dropped: f64 = agent
-            .iter()
-            .filter_map(|s| s.stats.as_ref())
-            .flat_map(|stats| stats.iter())
-            .filter(|(key, _)| key.starts_with(PROBE_KEY_PREFIX) && key.ends_with(DROPPED_SUFFIX))
-            .filter_map(|(_, v)| v.as_f64())
-            .sum();
-        let _ = writeln!(
-            w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {dropped:.0} |",
-            lp.label(),
-            fmt(ns(none), 0),
-            fmt(ns(floor), 0),
-            fmt(ns(agent), 0),
-            fmt(ratio(floor, none), 3),
-            fmt(ratio(agent, none), 3),
-            fmt(ratio(agent, floor), 3),
-            fmt(received, 3),
-            fmt(records, 3),
-        );
-    }
-    let _ = writeln!(
-        w,
-        "\nLast three columns, for the agent: kernel events/open is `{EVENTS_RECEIVED_KEY}` per \
-         open (warm-up included); records/open counts the lines it wrote, stats lines excluded \
-         (repeated accesses may be deduplicated); dropped is the sum of \
-         `{PROBE_KEY_PREFIX}*{DROPPED_SUFFIX}` over all rounds.\n"
-    );
-
-    let _ = writeln!(w, "## Kernel ns per program run (bpf_stats)\n");
-    let _ = write!(w, "| loop |");
-    for (floor, agent) in PROGRAM_PAIRS {
-        let _ = write!(w, " {floor} | {agent} |");
+    for line in lines {
+        let _ = writeln!(w, "- {line}");
     }
     let _ = writeln!(w);
-    let _ = writeln!(w, "|---|{}", "---:|".repeat(PROGRAM_PAIRS.len() * 2));
-    for lp in Loop::ALL {
-        let [_, floor, agent] = &samples[lp as usize];
-        let _ = write!(w, "| {} |", lp.label());
-        for (floor_prog, agent_prog) in PROGRAM_PAIRS {
-            let _ = write!(
-                w,
-                " {} | {} |",
-                fmt(program(floor, floor_prog), 1),
-                fmt(program(agent, agent_prog), 1)
-            );
-        }
-        let _ = writeln!(w);
-    }
+}
 
-    let _ = writeln!(w, "\n## All programs: ns per run (runs per measurement)\n");
-    let _ = writeln!(w, "| setup | program | non-watched | watched |");
-    let _ = writeln!(w, "|---|---|---:|---:|");
-    for setup in [Setup::Floor, Setup::Agent] {
-        let all = Loop::ALL.map(|lp| &samples[lp as usize][setup as usize]);
-        let names = all
+/// Every program of each setup: kernel ns per run (runs per measurement), one column per
+/// entry of `columns`; `rows` pairs a setup name with its samples for each column.
+fn all_programs_table(w: &mut String, columns: &[&str], rows: &[(&str, Vec<&[Sample]>)]) {
+    let _ = writeln!(w, "## All programs: ns per run (runs per measurement)\n");
+    let _ = writeln!(w, "| setup | program | {} |", columns.join(" | "));
+    let _ = writeln!(w, "|---|---|{}", "---:|".repeat(columns.len()));
+    for (setup, samples) in rows {
+        let names = samples
             .iter()
             .flat_map(|s| program_names(s))
             .collect::<BTreeSet<_>>();
         for name in names {
-            let cells =
-                all.map(|s| format!("{} ({})", fmt(program(s, &name), 1), fmt(runs(s, &name), 0)));
-            let _ = writeln!(
-                w,
-                "| {} | {name} | {} | {} |",
-                setup.name(),
-                cells[0],
-                cells[1]
-            );
+            let cells = samples
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} ({})",
+                        fmt(program_ns(s, &name), 1),
+                        fmt(program_runs(s, &name), 0)
+                    )
+                })
+                .collect::<Vec<_>>();
+            let _ = writeln!(w, "| {setup} | {name} | {} |", cells.join(" | "));
         }
     }
-
-    let plain = &samples[Loop::Plain as usize];
-    let targets = [
-        (
-            format!("agent/floor ≤ {MAX_AGENT_OVER_FLOOR:.2} on the non-watched file"),
-            ratio(&plain[Setup::Agent as usize], &plain[Setup::Floor as usize]),
-            3,
-            MAX_AGENT_OVER_FLOOR,
-        ),
-        (
-            format!("{TARGET_PROGRAM} < {MAX_TARGET_PROGRAM_NS:.0} ns/run on the non-watched file"),
-            program(&plain[Setup::Agent as usize], TARGET_PROGRAM),
-            1,
-            MAX_TARGET_PROGRAM_NS,
-        ),
-    ];
-    let _ = writeln!(w, "\n## Targets\n");
-    let _ = writeln!(w, "| target | measured | result |");
-    let _ = writeln!(w, "|---|---:|---|");
-    let mut failed = 0;
-    for (i, (name, value, decimals, limit)) in targets.into_iter().enumerate() {
-        // The first target is inclusive (≤), the second strict (<).
-        let pass = value.is_some_and(|v| if i == 0 { v <= limit } else { v < limit });
-        failed += usize::from(!pass);
-        let _ = writeln!(
-            w,
-            "| {name} | {} | {} |",
-            fmt(value, decimals),
-            if pass { "PASS" } else { "FAIL" }
-        );
-    }
-    (md, failed)
+    let _ = writeln!(
+        w,
+        "\nns per run: median over the measurements in which the program ran; runs: median \
+         over all measurements (other processes' calls included).\n"
+    );
 }
 
 /// First line of a command's output, or `unknown`.

@@ -37,14 +37,13 @@ const BPF_LINKER_SERIES: &str = "0.13";
 const LLVM_PREFIX_DIR: &str = "keytrail-llvm";
 
 /// Commands used by the tests and benchmarks, with the Debian package providing each.
-pub const DEBIAN_PACKAGES: &[(&str, &str)] =
-    &[
-        ("cc", "gcc"),
-        ("mount", "util-linux"),
-        ("unshare", "util-linux"),
-        ("ip", "iproute2"),
-        ("node", "nodejs"),
-    ];
+pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("cc", "gcc"),
+    ("mount", "util-linux"),
+    ("unshare", "util-linux"),
+    ("ip", "iproute2"),
+    ("node", "nodejs"),
+];
 
 #[derive(Debug, Args)]
 pub struct Options {
