@@ -20,7 +20,8 @@ use crate::{
     files::{CgroupFilter, FileAccess, FirstSeen, Opener, access_records},
     fingerprint_key::{KeyError, KeySource, load_key},
     inspect::Inspector,
-    libc::{LibcFile, LibcFinder},
+    libc::{LibcFile, LibcFinder, Library},
+    net::{NetAccess, NetOutcome},
     probes::{self, ProbeError, Probes},
     procs::ProcessTable,
     record::Record,
@@ -86,8 +87,10 @@ pub fn classifier(config: &Config, state: &std::path::Path) -> Result<Classifier
 
 /// What the pipeline asks of the probes, which the main task owns.
 enum ProbeRequest {
-    /// Attach the getenv uprobe to a newly found libc.
-    AttachGetenv(LibcFile),
+    /// Attach the getenv or SSL_write uprobe to a newly found library.
+    AttachLibrary(LibcFile),
+    /// Stop copying a connection's payload (its handshake was found).
+    ForgetConnection(u64),
     /// Drop an exited process's getenv de-duplication keys.
     ForgetGetenv(Vec<u64>),
     /// Add a path named by an environment variable to the kernel prefilter.
@@ -97,7 +100,8 @@ enum ProbeRequest {
 impl ProbeRequest {
     fn apply(self, probes: &mut Probes) {
         match self {
-            ProbeRequest::AttachGetenv(lib) => attach_getenv(probes, &lib),
+            ProbeRequest::AttachLibrary(lib) => attach_library(probes, &lib),
+            ProbeRequest::ForgetConnection(cookie) => probes.forget_connection(cookie),
             ProbeRequest::ForgetGetenv(keys) => probes.forget_getenv(&keys),
             ProbeRequest::WatchPath(path) => {
                 if let Err(error) = probes.watch_path(&path) {
@@ -108,11 +112,15 @@ impl ProbeRequest {
     }
 }
 
-fn attach_getenv(probes: &mut Probes, lib: &LibcFile) {
-    match probes.attach_getenv(&lib.attach_path()) {
-        Ok(n) => tracing::info!(library = %lib.found_at, symbols = n, "getenv probe attached"),
+fn attach_library(probes: &mut Probes, lib: &LibcFile) {
+    let (probe, result) = match lib.library {
+        Library::Libc => ("getenv", probes.attach_getenv(&lib.attach_path())),
+        Library::Libssl => ("SSL_write", probes.attach_tls_write(&lib.attach_path())),
+    };
+    match result {
+        Ok(n) => tracing::info!(library = %lib.found_at, symbols = n, probe, "uprobe attached"),
         Err(error) => {
-            tracing::warn!(library = %lib.found_at, %error, "getenv probe not attached to this library")
+            tracing::warn!(library = %lib.found_at, %error, probe, "uprobe not attached to this library")
         }
     }
 }
@@ -140,11 +148,22 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         config.limits.ring_buffer_bytes,
     )?;
     let ring = probes.take_ring()?;
-    // Libcs found before readiness carry the getenv probe when the agent says it is ready.
-    let mut libcs = probes.getenv_loaded().then(LibcFinder::new);
+    let cgroups = CgroupPaths::discover();
+    if config.network.connections {
+        probes.load_network(cgroups.mount(), config.network.ssl_write_probe);
+    }
+    // Libraries found before readiness carry their uprobes when the agent says it is ready.
+    let mut wanted = Vec::new();
+    if probes.getenv_loaded() {
+        wanted.push(Library::Libc);
+    }
+    if probes.tls_write_loaded() {
+        wanted.push(Library::Libssl);
+    }
+    let mut libcs = (!wanted.is_empty()).then(|| LibcFinder::new(&wanted));
     if let Some(finder) = &mut libcs {
         for lib in finder.scan_all() {
-            attach_getenv(&mut probes, &lib);
+            attach_library(&mut probes, &lib);
         }
     }
 
@@ -160,7 +179,6 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         Arc::clone(&counters.decode),
         stop_reading.clone(),
     ));
-    let cgroups = CgroupPaths::discover();
     let inspector_classifier = classifier.clone();
     let inspector = Inspector::new(
         classifier,
@@ -175,6 +193,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             inspector_classifier.clone(),
             cgroup_filter.clone(),
             config.output.dedup_window,
+        ),
+        net: NetAccess::new(
+            inspector_classifier.clone(),
+            cgroup_filter.clone(),
+            config.output.connections,
         ),
         files: FileAccess::new(rules, cgroup_filter, config.output.dedup_window),
         inspector,
@@ -266,6 +289,7 @@ struct Pipeline {
     cgroups: CgroupPaths,
     files: FileAccess,
     env: EnvAccess,
+    net: NetAccess,
     inspector: Inspector,
     first_seen: FirstSeen,
     clock: BootClock,
@@ -306,8 +330,15 @@ impl Pipeline {
 
     fn attach_libcs(&self, found: Vec<LibcFile>) {
         for lib in found {
-            let _ = self.probe_tx.send(ProbeRequest::AttachGetenv(lib));
+            let _ = self.probe_tx.send(ProbeRequest::AttachLibrary(lib));
         }
+    }
+
+    fn net_outcome(&self, outcome: NetOutcome) -> Vec<Record> {
+        if let Some(cookie) = outcome.forget_cookie {
+            let _ = self.probe_tx.send(ProbeRequest::ForgetConnection(cookie));
+        }
+        outcome.records
     }
 
     fn watch_named_files(&mut self, named: Vec<NamedFile>) {
@@ -349,6 +380,32 @@ impl Pipeline {
                     let _ = self.probe_tx.send(ProbeRequest::ForgetGetenv(keys));
                 }
                 Vec::new()
+            }
+            KernelEvent::NetConnect(e) => {
+                let h = &e.header;
+                let proc = self.procs.lookup(h.pid, &comm(h));
+                let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+                let who = Opener {
+                    proc: &proc,
+                    cgroup_path: cgroup_path.as_deref(),
+                };
+                let time = self.clock.wall(h.time_ns);
+                self.net.on_connect(e, &who, time);
+                Vec::new()
+            }
+            KernelEvent::NetState(e) => {
+                let outcome = self.net.on_state(e);
+                self.net_outcome(outcome)
+            }
+            KernelEvent::NetPayload(e) => {
+                let outcome = self.net.on_payload(e, &mut self.first_seen, &counters.net);
+                self.net_outcome(outcome)
+            }
+            KernelEvent::TlsWrite(e) => {
+                let outcome = self
+                    .net
+                    .on_tls_write(e, &mut self.first_seen, &counters.net);
+                self.net_outcome(outcome)
             }
             KernelEvent::EnvVar(e) if e.source == EnvSource::Exec as u32 => {
                 self.env.on_exec_var(e, &counters.env);
@@ -415,7 +472,7 @@ pub async fn run_floor(family: &str, shutdown: impl Future<Output = ()>) -> Resu
     probes::ensure_tracefs()?;
     let mut probes = Probes::load_floor(family)?;
     if family == "getenv" {
-        for lib in LibcFinder::new().scan_all() {
+        for lib in LibcFinder::new(&[Library::Libc]).scan_all() {
             probes.attach_uprobe(probes::FLOOR_GETENV_PROGRAM, &lib.attach_path())?;
         }
     }

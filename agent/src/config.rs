@@ -33,6 +33,33 @@ pub struct Config {
     /// Secret-like environment variables and the getenv probe.
     #[serde(default)]
     pub env: EnvConfig,
+    /// Outbound connections and credentials on the wire.
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Trace outbound TCP connections (cgroup programs at the cgroup2 root).
+    #[serde(default = "default_true")]
+    pub connections: bool,
+    /// Attach the SSL_write uprobes (credentials in TLS request heads).
+    #[serde(default = "default_true")]
+    pub ssl_write_probe: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            connections: true,
+            ssl_write_probe: true,
+        }
+    }
+}
+
+const fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +77,9 @@ pub struct EnvConfig {
     /// Names whose value is the path of a credential file.
     #[serde(default = "default_file_names")]
     pub file_names: Vec<String>,
+    /// Names that are never secret-like, whatever their words.
+    #[serde(default = "default_plain_names")]
+    pub plain_names: Vec<String>,
     /// Attach the getenv/secure_getenv uprobes.
     #[serde(default = "default_getenv_probe")]
     pub getenv_probe: bool,
@@ -77,9 +107,12 @@ fn default_except_words() -> Vec<String> {
 fn default_file_names() -> Vec<String> {
     strings(crate::credential::envname::DEFAULT_FILE_NAMES)
 }
+fn default_plain_names() -> Vec<String> {
+    strings(crate::credential::envname::DEFAULT_PLAIN_NAMES)
+}
 /// Must equal `env.getenv_probe` in default.yaml (tested).
 const fn default_getenv_probe() -> bool {
-    true
+    false
 }
 
 impl EnvConfig {
@@ -91,6 +124,7 @@ impl EnvConfig {
             &self.except_words,
             &self.file_names,
         )
+        .with_plain_names(&self.plain_names)
     }
 }
 
@@ -167,6 +201,9 @@ pub struct OutputConfig {
     /// Window in which a repeated (process, file, outcome) is counted, not reported.
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// Also write `keytrail.connection` debug records.
+    #[serde(default)]
+    pub connections: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +239,7 @@ impl Default for OutputConfig {
             jsonl: default_jsonl(),
             stats_interval: default_stats_interval(),
             dedup_window: default_dedup_window(),
+            connections: false,
         }
     }
 }
@@ -354,6 +392,7 @@ impl Config {
         for (field, list, is_word) in [
             ("env.secret_names", &self.env.secret_names, false),
             ("env.file_names", &self.env.file_names, false),
+            ("env.plain_names", &self.env.plain_names, false),
             ("env.secret_words", &self.env.secret_words, true),
             ("env.except_words", &self.env.except_words, true),
         ] {
@@ -417,6 +456,7 @@ impl<'de> Deserialize<'de> for RawDefault {
             output: OutputConfig,
             limits: LimitsConfig,
             env: EnvConfig,
+            network: NetworkConfig,
         }
         let f = Full::deserialize(d)?;
         Ok(RawDefault(Config {
@@ -427,6 +467,7 @@ impl<'de> Deserialize<'de> for RawDefault {
             output: f.output,
             limits: f.limits,
             env: f.env,
+            network: f.network,
         }))
     }
 }
@@ -488,8 +529,8 @@ mod tests {
             "config/default.yaml `env:` and credential/envname.rs disagree"
         );
         assert_eq!(c.env.getenv_probe, default_getenv_probe());
-        let partial = Config::parse("env:\n  getenv_probe: false\n", "t").unwrap();
-        assert!(!partial.env.getenv_probe);
+        let partial = Config::parse("env:\n  getenv_probe: true\n", "t").unwrap();
+        assert!(partial.env.getenv_probe);
         assert_eq!(partial.env.rules(), c.env.rules());
     }
 

@@ -29,6 +29,10 @@ use crate::{
 const MAX_PENDING: usize = 16_384;
 /// Variables kept per pending exec (the kernel walks 256 entries).
 const MAX_VARS: usize = 256;
+/// Distinct environments whose classification is kept: the processes of one workload start
+/// with the same secrets again and again, and classifying them (parsing, HMAC) is the agent's
+/// largest cost per exec.
+const MAX_CACHED_ENVIRONMENTS: usize = 4096;
 
 /// Counters of this stage, reported in agent stats.
 #[derive(Debug, Default)]
@@ -37,6 +41,8 @@ pub struct EnvCounters {
     pub malformed: AtomicU64,
     /// Repeats of the same (workload, program, credential) within the dedup window.
     pub deduplicated: AtomicU64,
+    /// getenv of a set variable that holds no credential (a path, a flag): not reported.
+    pub not_credentials: AtomicU64,
 }
 
 /// A path a workload's environment names as a credential file.
@@ -66,11 +72,17 @@ pub struct EnvAccess {
     classifier: Classifier,
     cgroups: CgroupFilter,
     pending: HashMap<u32, PendingExec>,
-    /// What each process got at its last exec, for its getenv calls.
+    /// What each process got at its last exec, for its getenv calls: the credentials, and the
+    /// names of every variable the kernel passed (credentials or not).
     held: HashMap<u32, Vec<Credential>>,
+    exec_names: HashMap<u32, Vec<String>>,
     /// getenv de-duplication keys the kernel holds per process, to drop at exit.
     getenv_keys: HashMap<u32, Vec<u64>>,
     recent: RecentSet<ExecKey>,
+    /// Keyed hash of an environment's captured variables -> its credentials. The key is a
+    /// SipHash with this process's random keys: it identifies values only inside this run.
+    classified: HashMap<u64, Vec<Credential>>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl EnvAccess {
@@ -80,8 +92,11 @@ impl EnvAccess {
             cgroups,
             pending: HashMap::new(),
             held: HashMap::new(),
+            exec_names: HashMap::new(),
             getenv_keys: HashMap::new(),
             recent: RecentSet::new(dedup_window),
+            classified: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -120,6 +135,7 @@ impl EnvAccess {
     ) -> ExecOutcome {
         let pid = ev.header.pid;
         self.held.remove(&pid);
+        self.exec_names.remove(&pid);
         let Some(pending) = self.pending.remove(&pid) else {
             return ExecOutcome::default();
         };
@@ -138,10 +154,7 @@ impl EnvAccess {
             }
         }
         let now = SystemTime::now();
-        let creds = self.classifier.classify_env(
-            pending.vars.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            now,
-        );
+        let creds = self.classify_cached(&pending.vars, now);
         let mut base = Record::new(names::CREDENTIAL_ACCESS, time);
         base.set("keytrail.credential.source", "env");
         set_process(&mut base, &ev.header, who);
@@ -163,11 +176,32 @@ impl EnvAccess {
         if !creds.is_empty() {
             self.held.insert(pid, creds);
         }
+        self.exec_names
+            .insert(pid, pending.vars.into_iter().map(|(n, _)| n).collect());
         out
     }
 
+    /// The credentials of an exec's captured variables, classified once per distinct set.
+    fn classify_cached(&mut self, vars: &[(String, String)], now: SystemTime) -> Vec<Credential> {
+        use std::hash::BuildHasher as _;
+        let key = self.hasher.hash_one(vars);
+        if let Some(creds) = self.classified.get(&key) {
+            return creds.clone();
+        }
+        let creds = self
+            .classifier
+            .classify_env(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())), now);
+        if self.classified.len() >= MAX_CACHED_ENVIRONMENTS {
+            self.classified.clear();
+        }
+        self.classified.insert(key, creds.clone());
+        creds
+    }
+
     /// A process read a secret-like variable with getenv (the kernel sends each name once per
-    /// process).
+    /// process). Reported when the variable holds a credential, or is not set at all (the
+    /// program looks for a secret under that name); a set variable that holds no credential
+    /// (a path, a flag) is not.
     pub fn on_getenv(
         &mut self,
         ev: &EnvVar,
@@ -193,10 +227,28 @@ impl EnvAccess {
         r.set("keytrail.credential.source", "getenv");
         set_process(&mut r, &ev.header, who);
         let held = self.held.get(&pid).and_then(|creds| find(creds, &name));
-        let found = held.cloned().or_else(|| {
-            let creds = self.read_environ(pid, now);
-            find(&creds, &name).cloned()
-        });
+        let captured = self
+            .exec_names
+            .get(&pid)
+            .is_some_and(|names| names.iter().any(|n| n.eq_ignore_ascii_case(&name)));
+        let found = match held {
+            Some(c) => Some(c.clone()),
+            None if captured => {
+                counters.not_credentials.fetch_add(1, Ordering::Relaxed);
+                return Vec::new();
+            }
+            None => {
+                let (creds, present) = self.read_environ(pid, &name, now);
+                match find(&creds, &name) {
+                    Some(c) => Some(c.clone()),
+                    None if present => {
+                        counters.not_credentials.fetch_add(1, Ordering::Relaxed);
+                        return Vec::new();
+                    }
+                    None => None,
+                }
+            }
+        };
         match found {
             Some(c) => {
                 let age = first_seen.age(&c.fingerprint, now);
@@ -219,23 +271,26 @@ impl EnvAccess {
     }
 
     /// Classifies a live process's initial environment (for processes exec'd before the
-    /// agent started).
-    fn read_environ(&self, pid: u32, now: SystemTime) -> Vec<Credential> {
+    /// agent started), and says whether `name` is set in it.
+    fn read_environ(&self, pid: u32, name: &str, now: SystemTime) -> (Vec<Credential>, bool) {
         let Ok(bytes) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         let text = String::from_utf8_lossy(&bytes);
-        let vars = text
+        let vars: Vec<(&str, &str)> = text
             .split('\0')
             .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, _)| !k.is_empty());
-        self.classifier.classify_env(vars, now)
+            .filter(|(k, _)| !k.is_empty())
+            .collect();
+        let present = vars.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        (self.classifier.classify_env(vars, now), present)
     }
 
     /// Forgets a process; returns the kernel's getenv keys to drop.
     pub fn on_exit(&mut self, pid: u32) -> Vec<u64> {
         self.pending.remove(&pid);
         self.held.remove(&pid);
+        self.exec_names.remove(&pid);
         self.getenv_keys.remove(&pid).unwrap_or_default()
     }
 }

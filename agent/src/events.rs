@@ -10,9 +10,15 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use keytrail_common::{EnvVar, EventHeader, EventKind, FileOpen, ProcExec, ProcExit};
+use keytrail_common::{
+    EnvVar, EventHeader, EventKind, FileOpen, NetConnect, NetPayload, NetState, ProcExec, ProcExit,
+    TlsWrite,
+};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
+
+/// How often the ring buffer is drained when the kernel has not woken the reader.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A decoded kernel record.
 #[derive(Clone, Debug)]
@@ -22,6 +28,12 @@ pub enum KernelEvent {
     ProcExit(ProcExit),
     /// Holds a secret value: decoded, classified and dropped, never logged.
     EnvVar(Box<EnvVar>),
+    NetConnect(NetConnect),
+    NetState(NetState),
+    /// May hold secrets (a request head): parsed and dropped, never logged.
+    NetPayload(Box<NetPayload>),
+    /// Holds plaintext (a request head): parsed and dropped, never logged.
+    TlsWrite(Box<TlsWrite>),
 }
 
 impl KernelEvent {
@@ -31,6 +43,10 @@ impl KernelEvent {
             KernelEvent::ProcExec(e) => &e.header,
             KernelEvent::ProcExit(e) => &e.header,
             KernelEvent::EnvVar(e) => &e.header,
+            KernelEvent::NetConnect(e) => &e.header,
+            KernelEvent::NetState(e) => &e.header,
+            KernelEvent::NetPayload(e) => &e.header,
+            KernelEvent::TlsWrite(e) => &e.header,
         }
     }
 }
@@ -61,6 +77,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::ProcExec => KernelEvent::ProcExec(Box::new(read::<ProcExec>(kind, bytes)?)),
         EventKind::ProcExit => KernelEvent::ProcExit(read::<ProcExit>(kind, bytes)?),
         EventKind::EnvVar => KernelEvent::EnvVar(Box::new(read::<EnvVar>(kind, bytes)?)),
+        EventKind::NetConnect => KernelEvent::NetConnect(read::<NetConnect>(kind, bytes)?),
+        EventKind::NetState => KernelEvent::NetState(read::<NetState>(kind, bytes)?),
+        EventKind::NetPayload => {
+            KernelEvent::NetPayload(Box::new(read::<NetPayload>(kind, bytes)?))
+        }
+        EventKind::TlsWrite => KernelEvent::TlsWrite(Box::new(read::<TlsWrite>(kind, bytes)?)),
     })
 }
 
@@ -108,19 +130,24 @@ pub async fn read_ring(
     // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged until dropped,
     // which happens only after the AsyncFd is gone.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
+    // The kernel wakes the reader only when much is pending (a wakeup per record would cost
+    // every traced process microseconds); the rest is collected at this pace.
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let batch = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = poll.tick() => drain(fd.get_mut(), &counters),
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
                 let batch = drain(guard.get_inner_mut(), &counters);
                 guard.clear_ready();
-                drop(guard);
-                for event in batch {
-                    if tx.send(event).await.is_err() {
-                        return Ok(());
-                    }
-                }
+                batch
+            }
+        };
+        for event in batch {
+            if tx.send(event).await.is_err() {
+                return Ok(());
             }
         }
     }

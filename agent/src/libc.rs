@@ -1,6 +1,7 @@
-//! Finding the libc files in use, so the getenv uprobe is attached once per file: the host's,
-//! and the ones inside container roots (glibc and musl). The kernel keys uprobes on the inode,
-//! so one attach covers every process that maps the file, in any mount namespace.
+//! Finding the shared libraries uprobes attach to, once per file: libc (getenv, glibc and musl)
+//! and libssl (SSL_write, OpenSSL 3 and 1.1), the host's and those inside container roots. The
+//! kernel keys uprobes on the inode, so one attach covers every process that maps the file, in
+//! any mount namespace.
 //!
 //! Sources: at start, the standard locations on the host and every running process's maps; at
 //! run time, the standard locations inside the root of each new mount namespace (at its first
@@ -24,10 +25,18 @@ pub const MAPS_CHECK_DELAY: Duration = Duration::from_millis(100);
 /// Distinct libc files attached at most.
 const MAX_LIBRARIES: usize = 1024;
 
-/// A libc file found and not attached yet. `file` keeps it open: attach through
+/// Which library a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Library {
+    Libc,
+    Libssl,
+}
+
+/// A library file found and not attached yet. `file` keeps it open: attach through
 /// [`LibcFile::attach_path`].
 #[derive(Debug)]
 pub struct LibcFile {
+    pub library: Library,
     /// Where it was found (for logs): a path inside a process's root, or the host path.
     pub found_at: String,
     file: File,
@@ -43,6 +52,8 @@ impl LibcFile {
 
 #[derive(Debug, Default)]
 pub struct LibcFinder {
+    /// The libraries looked for.
+    wanted: Vec<Library>,
     /// (device, inode) of every libc already handed out.
     known: HashSet<(u64, u64)>,
     /// Mount namespaces already looked at, with how many maps checks each has had.
@@ -59,32 +70,66 @@ pub fn is_libc_name(base: &str) -> bool {
         || (base.starts_with("libc.musl-") && base.ends_with(".so.1"))
 }
 
-/// Where distributions put libc (Debian/Ubuntu multiarch, Fedora/RHEL, Alpine, Arch).
-fn standard_paths() -> Vec<String> {
+/// Whether a file name is OpenSSL's libssl (3.x or 1.1).
+pub fn is_libssl_name(base: &str) -> bool {
+    base == "libssl.so.3" || base == "libssl.so.1.1"
+}
+
+/// Which wanted library a file name is.
+fn library_of(base: &str, wanted: &[Library]) -> Option<Library> {
+    wanted.iter().copied().find(|l| match l {
+        Library::Libc => is_libc_name(base),
+        Library::Libssl => is_libssl_name(base),
+    })
+}
+
+/// Where distributions put the libraries (Debian/Ubuntu multiarch, Fedora/RHEL, Alpine, Arch).
+fn standard_paths(library: Library) -> Vec<String> {
     let arch = std::env::consts::ARCH;
-    vec![
-        format!("/lib/{arch}-linux-gnu/libc.so.6"),
-        format!("/usr/lib/{arch}-linux-gnu/libc.so.6"),
-        "/lib64/libc.so.6".into(),
-        "/usr/lib64/libc.so.6".into(),
-        "/lib/libc.so.6".into(),
-        "/usr/lib/libc.so.6".into(),
-        format!("/lib/ld-musl-{arch}.so.1"),
-        format!("/usr/lib/ld-musl-{arch}.so.1"),
-    ]
+    let dirs = [
+        format!("/lib/{arch}-linux-gnu"),
+        format!("/usr/lib/{arch}-linux-gnu"),
+        "/lib64".into(),
+        "/usr/lib64".into(),
+        "/lib".into(),
+        "/usr/lib".into(),
+    ];
+    let names: Vec<String> = match library {
+        Library::Libc => vec!["libc.so.6".into(), format!("ld-musl-{arch}.so.1")],
+        Library::Libssl => vec!["libssl.so.3".into(), "libssl.so.1.1".into()],
+    };
+    dirs.iter()
+        .flat_map(|d| names.iter().map(move |n| format!("{d}/{n}")))
+        .collect()
 }
 
 impl LibcFinder {
-    pub fn new() -> Self {
-        Self::default()
+    /// A finder for the given libraries.
+    pub fn new(wanted: &[Library]) -> Self {
+        Self {
+            wanted: wanted.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether it looks for anything.
+    pub fn is_active(&self) -> bool {
+        !self.wanted.is_empty()
+    }
+
+    fn wanted_paths(&self) -> Vec<(Library, String)> {
+        self.wanted
+            .iter()
+            .flat_map(|&l| standard_paths(l).into_iter().map(move |p| (l, p)))
+            .collect()
     }
 
     /// The libcs on the host and in every running process.
     pub fn scan_all(&mut self) -> Vec<LibcFile> {
         let mut out = Vec::new();
-        for path in standard_paths() {
+        for (library, path) in self.wanted_paths() {
             if let Ok(file) = File::open(&path) {
-                self.keep(&mut out, file, path);
+                self.keep(&mut out, library, file, path);
             }
         }
         if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -106,6 +151,9 @@ impl LibcFinder {
     /// at its maps.
     pub fn on_exec(&mut self, pid: u32) -> Vec<LibcFile> {
         let mut out = Vec::new();
+        if !self.is_active() {
+            return out;
+        }
         let Some(ns) = rootfs::mount_ns(pid) else {
             return out;
         };
@@ -116,9 +164,9 @@ impl LibcFinder {
             self.due.push((Instant::now() + MAPS_CHECK_DELAY, pid));
         }
         if first && let Ok(root) = rootfs::open_root(pid) {
-            for path in standard_paths() {
+            for (library, path) in self.wanted_paths() {
                 if let Ok((file, _)) = rootfs::open_in_root(&root, &path) {
-                    self.keep(&mut out, file, format!("/proc/{pid}/root{path}"));
+                    self.keep(&mut out, library, file, format!("/proc/{pid}/root{path}"));
                 }
             }
         }
@@ -169,16 +217,19 @@ impl LibcFinder {
                 continue;
             };
             let base = path.rsplit('/').next().unwrap_or(path);
-            if !is_libc_name(base) || !seen_here.insert(path) {
+            let Some(library) = library_of(base, &self.wanted) else {
+                continue;
+            };
+            if !seen_here.insert(path) {
                 continue;
             }
             if let Ok(file) = File::open(format!("/proc/{pid}/map_files/{range}")) {
-                self.keep(out, file, format!("/proc/{pid}/root{path}"));
+                self.keep(out, library, file, format!("/proc/{pid}/root{path}"));
             }
         }
     }
 
-    fn keep(&mut self, out: &mut Vec<LibcFile>, file: File, found_at: String) {
+    fn keep(&mut self, out: &mut Vec<LibcFile>, library: Library, file: File, found_at: String) {
         let Ok(meta) = file.metadata() else {
             return;
         };
@@ -186,7 +237,11 @@ impl LibcFinder {
             return;
         }
         if self.known.insert((meta.dev(), meta.ino())) {
-            out.push(LibcFile { found_at, file });
+            out.push(LibcFile {
+                library,
+                found_at,
+                file,
+            });
         }
     }
 }
@@ -217,9 +272,10 @@ mod tests {
 
     #[test]
     fn finds_the_libc_this_test_runs_on_once() {
-        let mut f = LibcFinder::new();
+        let mut f = LibcFinder::new(&[Library::Libc]);
         let found = f.scan_all();
         assert!(!found.is_empty(), "no libc found on this host");
+        assert!(found.iter().all(|l| l.library == Library::Libc));
         // The same files are not handed out twice.
         assert!(f.scan_all().is_empty());
     }

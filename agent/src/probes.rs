@@ -7,7 +7,10 @@ use std::{collections::BTreeSet, time::Duration};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps, TracePoint,
+        UProbe, uprobe::UProbeScope,
+    },
 };
 use keytrail_common::{
     ENV_VALUE_PREFIX_MAX, EnvGates, FilterGates, KernelConfig, MAX_BASENAME_PREFIX_LENS,
@@ -48,6 +51,17 @@ pub const AGENT_PROGRAMS: &[ProgramSpec] = &[
     tp("exec_env_execve", "syscalls", "sys_enter_execve"),
     tp("exec_env_execveat", "syscalls", "sys_enter_execveat"),
 ];
+
+/// The connection programs, attached at the cgroup2 root.
+pub const NET_CONNECT4: &str = "net_connect4";
+pub const NET_CONNECT6: &str = "net_connect6";
+pub const NET_STATE: &str = "net_state";
+pub const NET_PAYLOAD: &str = "net_payload";
+
+/// The uprobe program for SSL_write and SSL_write_ex; attached per libssl file.
+pub const TLS_WRITE_PROGRAM: &str = "tls_write";
+/// The libssl functions it attaches to.
+pub const TLS_WRITE_SYMBOLS: &[&str] = &["SSL_write", "SSL_write_ex"];
 
 /// The uprobe program for getenv and secure_getenv; attached per libc file as libcs are found.
 pub const GETENV_PROGRAM: &str = "getenv_enter";
@@ -118,6 +132,9 @@ pub struct Probes {
     pub getenv_libraries: u64,
     /// Libc files where attaching failed.
     pub getenv_attach_failed: u64,
+    /// libssl files whose SSL_write/SSL_write_ex carry the uprobe, and failures.
+    pub tls_libraries: u64,
+    pub tls_attach_failed: u64,
     /// Filter bits in CONFIG, kept to extend them at run time.
     kernel_config: KernelConfig,
     gates: FilterGates,
@@ -217,10 +234,15 @@ impl Probes {
 
     /// Loads the getenv uprobe program; it is attached per libc by [`Probes::attach_getenv`].
     fn load_getenv(&mut self) {
+        self.load_uprobe(GETENV_PROGRAM);
+    }
+
+    /// Loads a uprobe program (attached per library later) and records the outcome.
+    fn load_uprobe(&mut self, name: &'static str) {
         let result = (|| -> Result<(), String> {
             let program: &mut UProbe = self
                 .ebpf
-                .program_mut(GETENV_PROGRAM)
+                .program_mut(name)
                 .ok_or_else(|| "program missing from the kernel object".to_string())?
                 .try_into()
                 .map_err(|e: aya::programs::ProgramError| e.to_string())?;
@@ -228,14 +250,15 @@ impl Probes {
                 .load()
                 .map_err(|e| format!("load: {}", verifier_summary(&e.to_string())))
         })();
+        self.record(name, result);
+    }
+
+    fn record(&mut self, program: &'static str, result: Result<(), String>) {
         match result {
-            Ok(()) => self.attached.push(GETENV_PROGRAM),
+            Ok(()) => self.attached.push(program),
             Err(error) => {
-                tracing::warn!(program = GETENV_PROGRAM, %error, "probe not loaded; the others keep running");
-                self.failed.push(AttachFailure {
-                    program: GETENV_PROGRAM,
-                    error,
-                });
+                tracing::warn!(program, %error, "probe not attached; the others keep running");
+                self.failed.push(AttachFailure { program, error });
             }
         }
     }
@@ -245,30 +268,132 @@ impl Probes {
         self.attached.contains(&GETENV_PROGRAM)
     }
 
-    /// Attaches the getenv uprobe to getenv and secure_getenv of the ELF file at `path` (any
-    /// path that opens it: the kernel keys uprobes on the inode, so one attach covers every
-    /// process mapping that file). Returns the symbols attached.
-    pub fn attach_getenv(&mut self, path: &std::path::Path) -> Result<usize, String> {
-        let program: &mut UProbe = self
+    /// Whether the SSL_write program is loaded (so libssls should be looked for).
+    pub fn tls_write_loaded(&self) -> bool {
+        self.attached.contains(&TLS_WRITE_PROGRAM)
+    }
+
+    /// Attaches the connection programs at the cgroup2 root (every workload below it) and
+    /// loads the SSL_write uprobe. Each failure is reported and the rest keep running.
+    pub fn load_network(&mut self, cgroup_root: Option<&std::path::Path>, tls_write: bool) {
+        let Some(root) = cgroup_root else {
+            for p in [NET_CONNECT4, NET_CONNECT6, NET_STATE, NET_PAYLOAD] {
+                self.record(p, Err("no cgroup2 mount found".into()));
+            }
+            return;
+        };
+        let dir = match std::fs::File::open(root) {
+            Ok(d) => d,
+            Err(e) => {
+                for p in [NET_CONNECT4, NET_CONNECT6, NET_STATE, NET_PAYLOAD] {
+                    self.record(p, Err(format!("opening {}: {e}", root.display())));
+                }
+                return;
+            }
+        };
+        // Links always coexist with other programs on the cgroup (the kernel rejects attach
+        // flags on link creation), so the default mode is the right one here.
+        let mode = CgroupAttachMode::Single;
+        for name in [NET_CONNECT4, NET_CONNECT6] {
+            let r = self.with_program(name, |p: &mut CgroupSockAddr| {
+                p.load()?;
+                p.attach(&dir, mode).map(|_| ())
+            });
+            self.record(name, r);
+        }
+        let r = self.with_program(NET_STATE, |p: &mut SockOps| {
+            p.load()?;
+            p.attach(&dir, mode).map(|_| ())
+        });
+        self.record(NET_STATE, r);
+        let r = self.with_program(NET_PAYLOAD, |p: &mut CgroupSkb| {
+            p.load()?;
+            p.attach(&dir, CgroupSkbAttachType::Egress, mode)
+                .map(|_| ())
+        });
+        self.record(NET_PAYLOAD, r);
+        if tls_write {
+            self.load_uprobe(TLS_WRITE_PROGRAM);
+        }
+    }
+
+    /// Runs `f` on program `name` as its concrete type; errors become text.
+    fn with_program<P>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut P) -> Result<(), aya::programs::ProgramError>,
+    ) -> Result<(), String>
+    where
+        for<'a> &'a mut P:
+            TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        let program = self
             .ebpf
-            .program_mut(GETENV_PROGRAM)
+            .program_mut(name)
+            .ok_or_else(|| "program missing from the kernel object".to_string())?;
+        let p: &mut P = program
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        f(p).map_err(|e| verifier_summary(&with_sources(&e)))
+    }
+
+    /// Attaches the SSL_write uprobe to SSL_write and SSL_write_ex of the libssl at `path`.
+    pub fn attach_tls_write(&mut self, path: &std::path::Path) -> Result<usize, String> {
+        let r = self.attach_symbols(TLS_WRITE_PROGRAM, TLS_WRITE_SYMBOLS, path);
+        match r {
+            Ok(_) => self.tls_libraries += 1,
+            Err(_) => self.tls_attach_failed += 1,
+        }
+        r
+    }
+
+    /// Attaches a loaded uprobe program to each of `symbols` in the ELF at `path`; succeeds
+    /// when at least one attached.
+    fn attach_symbols(
+        &mut self,
+        program: &str,
+        symbols: &[&str],
+        path: &std::path::Path,
+    ) -> Result<usize, String> {
+        let p: &mut UProbe = self
+            .ebpf
+            .program_mut(program)
             .ok_or_else(|| "program missing".to_string())?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
         let mut attached = 0;
         let mut errors = Vec::new();
-        for symbol in GETENV_SYMBOLS {
-            match program.attach(*symbol, path, UProbeScope::AllProcesses) {
+        for symbol in symbols {
+            match p.attach(*symbol, path, UProbeScope::AllProcesses) {
                 Ok(_) => attached += 1,
                 Err(e) => errors.push(format!("{symbol}: {e}")),
             }
         }
         if attached == 0 {
-            self.getenv_attach_failed += 1;
             return Err(errors.join("; "));
         }
-        self.getenv_libraries += 1;
         Ok(attached)
+    }
+
+    /// Stops awaiting payload on a connection (its handshake was found).
+    pub fn forget_connection(&mut self, cookie: u64) {
+        if let Some(map) = self.ebpf.map_mut(names::AWAITING_PAYLOAD)
+            && let Ok(mut m) = BpfHashMap::<_, u64, u32>::try_from(map)
+        {
+            let _ = m.remove(&cookie);
+        }
+    }
+
+    /// Attaches the getenv uprobe to getenv and secure_getenv of the ELF file at `path` (any
+    /// path that opens it: the kernel keys uprobes on the inode, so one attach covers every
+    /// process mapping that file). Returns the symbols attached.
+    pub fn attach_getenv(&mut self, path: &std::path::Path) -> Result<usize, String> {
+        let r = self.attach_symbols(GETENV_PROGRAM, GETENV_SYMBOLS, path);
+        match r {
+            Ok(_) => self.getenv_libraries += 1,
+            Err(_) => self.getenv_attach_failed += 1,
+        }
+        r
     }
 
     /// Forgets getenv de-duplication keys (`(tgid << 32) | name hash`) of an exited process.
@@ -389,6 +514,8 @@ impl Probes {
             failed,
             getenv_libraries: 0,
             getenv_attach_failed: 0,
+            tls_libraries: 0,
+            tls_attach_failed: 0,
             kernel_config: KernelConfig::default(),
             gates: FilterGates::EMPTY,
         })
@@ -490,6 +617,18 @@ fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// An error and its chain of causes on one line.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The verifier's log can run to megabytes: keep its first line and its verdict.
 fn verifier_summary(error: &str) -> String {
     let lines: Vec<&str> = error.lines().collect();
@@ -543,6 +682,9 @@ pub fn env_hashes(rules: &EnvNameRules) -> (HashedList, HashedList) {
     for n in &rules.file_names {
         *names.entry(env_hash_str(n.as_bytes())).or_default() |= env_match::NAME_FILE;
     }
+    for n in &rules.plain_names {
+        *names.entry(env_hash_str(n.as_bytes())).or_default() |= env_match::NAME_PLAIN;
+    }
     (words.into_iter().collect(), names.into_iter().collect())
 }
 
@@ -557,7 +699,12 @@ pub fn env_gates(rules: &EnvNameRules, value_prefixes: &[&str]) -> EnvGates {
     for w in rules.secret_words.iter().chain(&rules.except_words) {
         set_len(&mut g.word_len, w);
     }
-    for n in rules.secret_names.iter().chain(&rules.file_names) {
+    for n in rules
+        .secret_names
+        .iter()
+        .chain(&rules.file_names)
+        .chain(&rules.plain_names)
+    {
         set_len(&mut g.name_len, n);
     }
     for p in value_prefixes {

@@ -11,6 +11,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 pub mod names {
     pub const CREDENTIAL_ACCESS: &str = "keytrail.credential.access";
     pub const AGENT_STATS: &str = "keytrail.agent.stats";
+    /// An outbound connection (debug; `output.connections`).
+    pub const CONNECTION: &str = "keytrail.connection";
     /// Output of `keytrail classify` (not an agent event).
     pub const CREDENTIAL_CLASSIFIED: &str = "keytrail.credential.classified";
 }

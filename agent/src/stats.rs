@@ -10,6 +10,7 @@ use crate::{
     env::EnvCounters,
     events::DecodeCounters,
     files::FileCounters,
+    net::NetCounters,
     probes::Probes,
     record::{Record, Severity, names},
 };
@@ -20,6 +21,7 @@ pub struct AgentCounters {
     pub decode: Arc<DecodeCounters>,
     pub files: FileCounters,
     pub env: EnvCounters,
+    pub net: NetCounters,
     /// Access records handed to the sinks.
     pub accesses: std::sync::atomic::AtomicU64,
     /// Records dropped because a sink's queue was full.
@@ -81,8 +83,18 @@ pub fn stats_record(probes: &Probes, counters: &AgentCounters, final_report: boo
             "keytrail.env.deduplicated",
             load(&counters.env.deduplicated),
         )
+        .set(
+            "keytrail.getenv.not_credentials",
+            load(&counters.env.not_credentials),
+        )
         .set("keytrail.getenv.libraries", probes.getenv_libraries)
         .set("keytrail.getenv.attach_failed", probes.getenv_attach_failed)
+        .set("keytrail.tls.libraries", probes.tls_libraries)
+        .set("keytrail.tls.attach_failed", probes.tls_attach_failed)
+        .set("keytrail.net.tls_hellos", load(&counters.net.tls_hellos))
+        .set("keytrail.net.http_heads", load(&counters.net.http_heads))
+        .set("keytrail.net.unparsed", load(&counters.net.unparsed))
+        .set("keytrail.net.unmatched", load(&counters.net.unmatched))
         .set("keytrail.sink.dropped", load(&counters.sink_dropped));
     r
 }

@@ -28,6 +28,12 @@ pub const ENV_NAME_MAX: usize = 64;
 pub const ENV_VALUE_PREFIX_MAX: usize = 16;
 /// Environment entries walked per exec.
 pub const MAX_ENV_ENTRIES: u32 = 256;
+/// Bytes of an outbound payload packet, or of a first SSL_write buffer, copied to userspace.
+/// A power of two so the kernel can bound lengths with a mask.
+pub const PAYLOAD_CAP: usize = 2048;
+/// Payload packets looked at per connection, at most: enough for a protocol that negotiates
+/// before TLS (PostgreSQL SSLRequest, SMTP STARTTLS, HTTP CONNECT) to reach its ClientHello.
+pub const MAX_PAYLOAD_PACKETS: u32 = 4;
 
 /// Names of the maps and programs in the kernel object, so both sides agree.
 pub mod names {
@@ -42,6 +48,7 @@ pub mod names {
     pub const ENV_VALUE_PREFIX: &str = "ENV_VALUE_PREFIX";
     pub const ENV_GATES: &str = "ENV_GATES";
     pub const GETENV_SEEN: &str = "GETENV_SEEN";
+    pub const AWAITING_PAYLOAD: &str = "AWAITING_PAYLOAD";
 }
 
 /// Kinds of records on the ring buffer. Ids are grouped by family and never reused.
@@ -56,6 +63,14 @@ pub enum EventKind {
     ProcExit = 201,
     /// [`EnvVar`]
     EnvVar = 300,
+    /// [`NetConnect`]
+    NetConnect = 400,
+    /// [`NetState`]
+    NetState = 401,
+    /// [`NetPayload`]
+    NetPayload = 402,
+    /// [`TlsWrite`]
+    TlsWrite = 403,
 }
 
 impl EventKind {
@@ -65,6 +80,10 @@ impl EventKind {
             200 => Some(Self::ProcExec),
             201 => Some(Self::ProcExit),
             300 => Some(Self::EnvVar),
+            400 => Some(Self::NetConnect),
+            401 => Some(Self::NetState),
+            402 => Some(Self::NetPayload),
+            403 => Some(Self::TlsWrite),
             _ => None,
         }
     }
@@ -85,10 +104,18 @@ pub enum ProbeId {
     Getenv = 6,
     /// Later calls for the same process and name: counted, not sent.
     GetenvRepeat = 7,
+    /// TCP connects (cgroup connect4/connect6).
+    NetConnect = 8,
+    /// Connection outcomes (sock_ops).
+    NetState = 9,
+    /// First payload packets of awaited connections (cgroup_skb egress).
+    NetPayload = 10,
+    /// First SSL_write of a TLS connection.
+    TlsWrite = 11,
 }
 
 impl ProbeId {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 12;
     pub const ALL: [ProbeId; Self::COUNT] = [
         Self::FileOpenat,
         Self::FileOpenat2,
@@ -98,6 +125,10 @@ impl ProbeId {
         Self::ExecEnv,
         Self::Getenv,
         Self::GetenvRepeat,
+        Self::NetConnect,
+        Self::NetState,
+        Self::NetPayload,
+        Self::TlsWrite,
     ];
 
     /// Stable name used in stats events and logs.
@@ -111,6 +142,10 @@ impl ProbeId {
             Self::ExecEnv => "exec_env",
             Self::Getenv => "getenv",
             Self::GetenvRepeat => "getenv_repeat",
+            Self::NetConnect => "net_connect",
+            Self::NetState => "net_state",
+            Self::NetPayload => "net_payload",
+            Self::TlsWrite => "tls_write",
         }
     }
 }
@@ -208,6 +243,8 @@ pub mod env_match {
     /// file's path (KUBECONFIG, GOOGLE_APPLICATION_CREDENTIALS ...).
     pub const NAME_SECRET: u32 = 1 << 3;
     pub const NAME_FILE: u32 = 1 << 4;
+    /// `ENV_NAMES` value bit: never secret-like, whatever its words (PWD).
+    pub const NAME_PLAIN: u32 = 1 << 8;
     /// Event `matched` bits besides the above: secret-like by its words; `*_FILE` with a
     /// secret-like stem; the value has a known credential prefix.
     pub const BY_WORDS: u32 = 1 << 5;
@@ -273,6 +310,22 @@ pub enum EnvSource {
     Exec = 0,
     /// Read by the process with getenv/secure_getenv (the name only).
     Getenv = 1,
+}
+
+/// Address families of [`NetConnect`] (the kernel's AF_INET, AF_INET6).
+pub mod family {
+    pub const INET: u16 = 2;
+    pub const INET6: u16 = 10;
+}
+
+/// [`NetState::state`] values.
+pub mod conn_state {
+    /// The handshake completed.
+    pub const ESTABLISHED: u32 = 1;
+    /// The socket closed before it was established (refused, unreachable, timed out).
+    pub const FAILED: u32 = 2;
+    /// An established connection closed.
+    pub const CLOSED: u32 = 3;
 }
 
 /// Which syscall an open came from.
@@ -370,6 +423,88 @@ pub struct EnvVar {
     pub data: [u8; ENV_CAP],
 }
 
+/// An outbound TCP connect, seen at connect(2) in the connecting process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetConnect {
+    pub header: EventHeader,
+    /// The socket's cookie: the key of every later record about this connection.
+    pub cookie: u64,
+    /// A [`family`] value.
+    pub family: u16,
+    /// Destination port (host byte order).
+    pub port: u16,
+    pub _reserved: u32,
+    /// Destination address: 4 bytes for IPv4, 16 for IPv6 (network byte order).
+    pub addr: [u8; 16],
+}
+
+/// The outcome of a connection, or its end. The header's process fields are not meaningful
+/// (these arrive in softirq context): only `kind`, `time_ns` and the cookie are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetState {
+    pub header: EventHeader,
+    pub cookie: u64,
+    /// A [`conn_state`] value.
+    pub state: u32,
+    pub _reserved: u32,
+}
+
+/// The start of one outbound payload packet of an awaited connection. Holds what the client
+/// sent (a ClientHello, an HTTP request head); userspace keeps only what it parses out.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NetPayload {
+    pub header: EventHeader,
+    pub cookie: u64,
+    /// Payload packets of this connection before this one.
+    pub packet: u32,
+    /// Payload bytes in the packet.
+    pub len: u32,
+    /// Bytes of `data` in use (at most PAYLOAD_CAP).
+    pub captured: u32,
+    pub _reserved: u32,
+    pub data: [u8; PAYLOAD_CAP],
+}
+
+/// The first plaintext buffer a process passed to SSL_write/SSL_write_ex on one SSL object.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsWrite {
+    pub header: EventHeader,
+    /// The SSL object (a pointer in the writer's address space): one record per object.
+    pub ssl: u64,
+    /// Bytes the caller asked to write.
+    pub len: u32,
+    /// Bytes of `data` in use.
+    pub captured: u32,
+    pub data: [u8; PAYLOAD_CAP],
+}
+
+impl core::fmt::Debug for NetPayload {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NetPayload")
+            .field("header", &self.header)
+            .field("cookie", &self.cookie)
+            .field("packet", &self.packet)
+            .field("len", &self.len)
+            .field("captured", &self.captured)
+            .finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for TlsWrite {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TlsWrite")
+            .field("header", &self.header)
+            .field("ssl", &self.ssl)
+            .field("len", &self.len)
+            .field("captured", &self.captured)
+            .finish_non_exhaustive()
+    }
+}
+
 impl core::fmt::Debug for EnvVar {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("EnvVar")
@@ -391,6 +526,11 @@ const _: () = {
     assert!(core::mem::size_of::<ProcExit>() == 56);
     assert!(core::mem::size_of::<EnvVar>() == 56 + 24 + ENV_CAP);
     assert!(core::mem::size_of::<EnvGates>() == 512 + 8192);
+    assert!(core::mem::size_of::<NetConnect>() == 56 + 32);
+    assert!(core::mem::size_of::<NetState>() == 56 + 16);
+    assert!(core::mem::size_of::<NetPayload>() == 56 + 24 + PAYLOAD_CAP);
+    assert!(core::mem::size_of::<TlsWrite>() == 56 + 16 + PAYLOAD_CAP);
+    assert!(PAYLOAD_CAP.is_power_of_two());
     assert!(ENV_WINDOW >= ENV_NAME_MAX + 1 + ENV_VALUE_PREFIX_MAX);
     assert!(core::mem::size_of::<KernelConfig>() == 16);
     assert!(core::mem::size_of::<ProbeCounters>() == 16);

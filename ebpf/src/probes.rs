@@ -10,10 +10,16 @@ use keytrail_common::{COMM_LEN, EventHeader, KernelConfig, ProbeCounters, ProbeI
 mod env;
 mod files;
 mod floor;
+mod net;
 mod process;
 
 /// Ring buffer size; the agent may resize it at load time.
 const EVENTS_BYTES: u32 = 4 << 20;
+/// Pending bytes past which a record wakes the agent up. Below it, records wait for the
+/// agent's next poll (every few milliseconds): a wakeup per record costs the traced process
+/// microseconds (the consumer is woken through irq_work and scheduled), far more than the
+/// record itself.
+const WAKEUP_BYTES: u64 = 512 * 1024;
 
 /// Every record for userspace. One ring for all CPUs keeps exec -> open -> exit in order.
 #[map]
@@ -27,6 +33,17 @@ static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
 #[map]
 static PROBE_STATS: PerCpuArray<ProbeCounters> =
     PerCpuArray::with_max_entries(ProbeId::COUNT as u32, 0);
+
+/// Flags for submitting a record: wake the agent only once enough is pending.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// Error type of every `try_` program body. Programs that observe only map it to "do nothing".
 pub struct ProbeError;

@@ -15,6 +15,8 @@ use keytrail_tests::{
 use serde_json::Value;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_kt-workload");
+/// The getenv probe is off by default (its cost is per call, node-wide).
+const GETENV_ON: &str = "env:\n  getenv_probe: true\n";
 
 /// A C program that answers each stdin line NAME with `ok set` or `ok unset` from getenv(NAME).
 const GETENV_READER: &str = r#"
@@ -155,17 +157,23 @@ fn agent_jsonl(run: &keytrail_tests::AgentRun) -> String {
 
 #[test]
 fn getenv_from_c_and_node_is_reported_once_per_process_and_name() {
-    let mut agent = Agent::start(None);
+    let mut agent = Agent::start(Some(GETENV_ON));
     let cgroup = CgroupGuard::new("env-getenv");
     let dir = tempfile::tempdir().unwrap();
     let reader = build_getenv_reader(dir.path());
     let token = random(ALNUM, 32);
 
     let mut cmd = Command::new(&reader);
-    cmd.env_clear()
-        .envs(with_plain(&[("API_TOKEN", token.as_str())]));
+    cmd.env_clear().envs(with_plain(&[
+        ("API_TOKEN", token.as_str()),
+        ("PWD", "/srv/app"),
+        ("APP_TOKEN_TTL", "3600"),
+    ]));
     let mut c = Workload::start(cmd, &cgroup);
     assert_eq!(c.run("LANG"), "set");
+    // Secret-like by their words, but no secret: the working directory, a number.
+    assert_eq!(c.run("PWD"), "set");
+    assert_eq!(c.run("APP_TOKEN_TTL"), "set");
     assert_eq!(c.run("API_TOKEN"), "set");
     assert_eq!(c.run("API_TOKEN"), "set");
     assert_eq!(c.run("MISSING_PASSWORD"), "unset");
@@ -202,7 +210,9 @@ fn getenv_from_c_and_node_is_reported_once_per_process_and_name() {
             .count()
     };
     assert_eq!(of(c_pid, "API_TOKEN"), 1, "{getenv:#?}");
-    assert_eq!(of(c_pid, "LANG"), 0, "{getenv:#?}");
+    for plain in ["LANG", "PWD", "APP_TOKEN_TTL"] {
+        assert_eq!(of(c_pid, plain), 0, "{plain}: {getenv:#?}");
+    }
     // A secret-like name that is not set is still worth knowing: the program looks for it.
     assert_eq!(of(c_pid, "MISSING_PASSWORD"), 1, "{getenv:#?}");
     let c_event = getenv
@@ -244,7 +254,7 @@ fn inode(path: &Path) -> u64 {
 
 #[test]
 fn getenv_through_a_private_libc_copy_in_a_mount_namespace() {
-    let agent = Agent::start(None);
+    let agent = Agent::start(Some(GETENV_ON));
     let cgroup = CgroupGuard::new("env-libc-copy");
     let dir = tempfile::tempdir().unwrap();
     let reader = build_getenv_reader(dir.path());

@@ -58,6 +58,10 @@ pub const DEFAULT_FILE_NAMES: &[&str] = &[
     "NETRC",
 ];
 
+/// Names that look secret-like by their words but hold no secret: the shell's working
+/// directories (`pwd` is a password word), the ssh-agent socket (`auth`).
+pub const DEFAULT_PLAIN_NAMES: &[&str] = &["PWD", "OLDPWD", "SSH_AUTH_SOCK"];
+
 /// The word that, last, turns a secret-like name into a file-naming one.
 pub const FILE_WORD: &str = "file";
 
@@ -68,6 +72,7 @@ pub struct EnvNameRules {
     pub secret_words: Vec<String>,
     pub except_words: Vec<String>,
     pub file_names: Vec<String>,
+    pub plain_names: Vec<String>,
 }
 
 impl Default for EnvNameRules {
@@ -78,6 +83,7 @@ impl Default for EnvNameRules {
             DEFAULT_EXCEPT_WORDS,
             DEFAULT_FILE_NAMES,
         )
+        .with_plain_names(DEFAULT_PLAIN_NAMES)
     }
 }
 
@@ -95,11 +101,24 @@ impl EnvNameRules {
             secret_words: lower(secret_words),
             except_words: lower(except_words),
             file_names: upper(file_names),
+            plain_names: Vec::new(),
         }
+    }
+
+    /// The same rules with these names never secret-like.
+    pub fn with_plain_names<S: AsRef<str>>(mut self, names: &[S]) -> Self {
+        self.plain_names = names
+            .iter()
+            .map(|s| s.as_ref().to_ascii_uppercase())
+            .collect();
+        self
     }
 
     /// Whether a variable of this name holds a secret.
     pub fn is_secret_like(&self, name: &str) -> bool {
+        if self.is_plain(name) {
+            return false;
+        }
         if self.is_exact(name) {
             return true;
         }
@@ -122,6 +141,13 @@ impl EnvNameRules {
             return false;
         };
         !stem.is_empty() && self.is_secret_like(stem)
+    }
+
+    /// Whether the name is listed as holding no secret.
+    pub fn is_plain(&self, name: &str) -> bool {
+        self.plain_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
     }
 
     fn is_exact(&self, name: &str) -> bool {
@@ -208,6 +234,9 @@ mod tests {
             "SECRET_PATH",
             "TOKEN_VERSION",
             "KEY_NAME",
+            "PWD",
+            "OLDPWD",
+            "SSH_AUTH_SOCK",
             "PATH",
             "HOME",
             "TOKENIZER_THREADS",

@@ -25,7 +25,7 @@ use keytrail_common::{
 
 use super::{
     EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_seen, fill_header,
-    load, store, tp_field,
+    load, store, submit_flags, tp_field,
 };
 
 /// Room for words, names and value prefixes from the config.
@@ -65,17 +65,20 @@ struct EnvScratch {
     /// Where the name ends ('=' or NUL), and the running hash of the name.
     name_len: u64,
     name_hash: u64,
-    /// The current word: running hash, length, first byte (lowercased).
-    word_hash: u64,
+    /// The current word's length (its hash and first byte stay in registers).
     word_len: u64,
-    word_first: u64,
     /// Word flags seen, and the flags of the last word.
     words: u64,
     last_word: u64,
     /// LPM key for the value head: `{prefix_len, data}`.
     value_key_len: u32,
     value_key: [u8; ENV_VALUE_PREFIX_MAX],
+    /// A batch of envp pointers, read with one helper call instead of one per entry.
+    pointers: [u64; POINTER_BATCH],
 }
+
+/// envp entries read per helper call.
+const POINTER_BATCH: usize = 16;
 
 #[map]
 static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(1, 0);
@@ -145,11 +148,35 @@ fn walk_env(envp: u64) -> ProbeResult {
 extern "C" fn env_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the EnvWalk that walk_env passed to bpf_loop.
     let walk = unsafe { &*ctx.cast::<EnvWalk>() };
-    let slot = (walk.envp + index * 8) as *const u64;
-    // SAFETY: reads user memory through the helper; a fault is an error, not a crash.
-    let Ok(ptr) = (unsafe { bpf_probe_read_user(slot) }) else {
+    let Ok(s) = scratch() else {
         return 1;
     };
+    let i = index as usize % POINTER_BATCH;
+    if i == 0 {
+        let batch = (walk.envp + index * 8) as *const u8;
+        // SAFETY: reads user memory through the helper into the scratch's pointer batch; a
+        // fault is an error, not a crash.
+        let rc = unsafe {
+            generated::bpf_probe_read_user(
+                s.pointers.as_mut_ptr().cast(),
+                (POINTER_BATCH * 8) as u32,
+                batch.cast(),
+            )
+        };
+        if rc != 0 {
+            // The array may end near the end of its mapping: read this batch one by one.
+            for j in 0..POINTER_BATCH {
+                let slot = (walk.envp + (index + j as u64) * 8) as *const u64;
+                // SAFETY: as above, one pointer.
+                let p = unsafe { bpf_probe_read_user(slot) }.unwrap_or(0);
+                s.pointers[j] = p;
+                if p == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    let ptr = s.pointers[i];
     if ptr == 0 {
         return 1;
     }
@@ -206,7 +233,7 @@ fn emit_exec_var(walk: &EnvWalk, ptr: *const u8, matched: u32, name_len: u32) ->
             (*ev).header.flags |= event_flags::TRUNCATED;
         }
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     Ok(())
 }
 
@@ -257,7 +284,7 @@ fn on_getenv(name: *const u8) -> ProbeResult {
             s.window.as_ptr().cast(),
         );
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     Ok(())
 }
 
@@ -287,20 +314,19 @@ fn read_window(s: &mut EnvScratch, ptr: *const u8) -> bool {
 /// `env_match` bits the name earns. Leaves the name's length (ENV_NAME_MAX when `end` was
 /// not found in time) and hash in the scratch.
 ///
-/// Every value carried from one byte to the next lives in the scratch and goes through
-/// volatile loads, so the verifier sees one state per byte position, not one per path.
 #[inline(always)]
 fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
     store(&mut s.name_len, ENV_NAME_MAX as u64);
-    store(&mut s.name_hash, ENV_HASH_INIT as u64);
-    store(&mut s.word_hash, ENV_HASH_INIT as u64);
     store(&mut s.word_len, 0);
     store(&mut s.words, 0);
     store(&mut s.last_word, 0);
+    let mut word = ENV_HASH_INIT;
+    let mut whole = ENV_HASH_INIT;
+    let mut first = 0u8;
     for i in 0..ENV_NAME_MAX {
         let c = s.window[i];
         if c == end || c == 0 || c == b'_' {
-            end_word(s, gates);
+            end_word(s, gates, word, first);
             if c != b'_' {
                 // A getenv name ends at NUL; an exec string must have its '='.
                 if c == end {
@@ -308,20 +334,21 @@ fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
                 }
                 break;
             }
-            store(&mut s.word_hash, ENV_HASH_INIT as u64);
+            word = ENV_HASH_INIT;
             store(&mut s.word_len, 0);
         } else {
-            if load(&s.word_len) == 0 {
-                store(&mut s.word_first, (c | 0x20) as u64);
+            // The word length goes through the scratch: as a register the verifier would
+            // track its exact value and explore one state per (position, length).
+            let len = load(&s.word_len);
+            if len == 0 {
+                first = c | 0x20;
             }
-            let word = env_hash(load(&s.word_hash) as u32, c);
-            store(&mut s.word_hash, word as u64);
-            let len = load(&s.word_len) + 1;
-            store(&mut s.word_len, len);
+            word = env_hash(word, c);
+            store(&mut s.word_len, len + 1);
         }
-        let whole = env_hash(load(&s.name_hash) as u32, c);
-        store(&mut s.name_hash, whole as u64);
+        whole = env_hash(whole, c);
     }
+    store(&mut s.name_hash, whole as u64);
     let name_len = load(&s.name_len) as usize;
     if name_len == 0 || name_len >= ENV_NAME_MAX {
         return 0;
@@ -333,6 +360,9 @@ fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
     if len_gate(&gates.name_len, s.window[0] | 0x20, name_len)
         && let Some(&f) = unsafe { ENV_NAMES.get(whole) }
     {
+        if f & env_match::NAME_PLAIN != 0 {
+            return 0;
+        }
         matched |= f & (env_match::NAME_SECRET | env_match::NAME_FILE);
     }
     let words = load(&s.words) as u32;
@@ -349,13 +379,13 @@ fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
 
 /// Looks up the word that just ended and folds its flags into the scratch.
 #[inline(always)]
-fn end_word(s: &mut EnvScratch, gates: &EnvGates) {
+fn end_word(s: &mut EnvScratch, gates: &EnvGates, word: u32, first: u8) {
     let len = load(&s.word_len) as usize;
     let mut flags = 0u64;
     // SAFETY: the value is a plain u32 read before any update of the map.
     if len > 0
-        && len_gate(&gates.word_len, load(&s.word_first) as u8, len)
-        && let Some(&f) = unsafe { ENV_WORDS.get(load(&s.word_hash) as u32) }
+        && len_gate(&gates.word_len, first, len)
+        && let Some(&f) = unsafe { ENV_WORDS.get(word) }
     {
         flags = f as u64;
     }

@@ -22,7 +22,7 @@ use keytrail_common::{
 
 use super::{
     EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_seen, fill_header,
-    load, store, tp_field,
+    load, store, submit_flags, tp_field,
 };
 
 /// Room for compiled watch rules per filter map.
@@ -238,7 +238,7 @@ fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
         (*ev).ret = tp_field::<i64>(ctx, 16);
         &*ev
     };
-    if EVENTS.output::<FileOpen>(ev, 0).is_err() {
+    if EVENTS.output::<FileOpen>(ev, submit_flags()).is_err() {
         count_dropped(probe);
     }
     if PENDING_OPENS.remove(pid_tgid).is_ok() {

@@ -9,7 +9,9 @@ use aya_ebpf::{
 };
 use keytrail_common::{EventKind, PATH_CAP, ProbeId, ProcExec, ProcExit, event_flags};
 
-use super::{EVENTS, ProbeError, ProbeResult, count_dropped, count_seen, fill_header, tp_field};
+use super::{
+    EVENTS, ProbeError, ProbeResult, count_dropped, count_seen, fill_header, submit_flags, tp_field,
+};
 
 /// match-proto: sched/sched_process_exec: __data_loc char[] filename@8
 #[tracepoint(category = "sched", name = "sched_process_exec")]
@@ -46,7 +48,7 @@ fn try_proc_exec(ctx: &TracePointContext) -> ProbeResult {
             (*ev).header.flags |= event_flags::TRUNCATED;
         }
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     Ok(())
 }
 
@@ -76,6 +78,6 @@ fn try_proc_exit(ctx: &TracePointContext) -> ProbeResult {
             bpf_get_current_pid_tgid(),
         )
     };
-    entry.submit(0);
+    entry.submit(submit_flags());
     Ok(())
 }

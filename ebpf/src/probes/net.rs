@@ -1,0 +1,362 @@
+//! Outbound TCP connections, at the cgroup2 root so every workload on the node is covered:
+//!
+//! - `cgroup/connect4` and `connect6` run in the connecting process: pid, cgroup, destination
+//!   and the socket cookie, which keys everything after. The cookie goes into
+//!   AWAITING_PAYLOAD.
+//! - `sock_ops` reports the outcome (established, failed) and the end of the connection.
+//! - `cgroup_skb/egress` looks only at sockets in AWAITING_PAYLOAD (one hash lookup for every
+//!   other packet) and copies the start of their first payload packets: a TLS ClientHello, an
+//!   HTTP request head, or the preamble of a protocol that upgrades to TLS later. A socket
+//!   leaves the map once its ClientHello or request head is complete, after
+//!   MAX_PAYLOAD_PACKETS payload packets, or when it closes.
+//! - A uprobe on OpenSSL's SSL_write/SSL_write_ex copies the first plaintext buffer of each SSL
+//!   object (the request head that carries credentials); later writes cost a lookup.
+//!
+//! No write or sendmsg syscall is hooked: that would tax every write on the node.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
+    },
+    helpers::{bpf_get_current_pid_tgid, generated},
+    macros::{cgroup_skb, cgroup_sock_addr, map, sock_ops, uprobe},
+    maps::{LruHashMap, PerCpuArray},
+    programs::{ProbeContext, SkBuffContext, SockAddrContext, SockOpsContext},
+};
+use keytrail_common::{
+    EventKind, MAX_PAYLOAD_PACKETS, NetConnect, NetPayload, NetState, PAYLOAD_CAP, ProbeId,
+    TlsWrite, conn_state, family,
+};
+
+use super::{
+    EVENTS, ProbeError, ProbeResult, config, count_dropped, count_seen, fill_header, submit_flags,
+};
+
+/// Connections whose first payload is still awaited.
+const MAX_AWAITING: u32 = 65_536;
+/// SSL objects whose first write was already copied.
+const MAX_SSL_SEEN: u32 = 65_536;
+const SOCK_STREAM: u32 = 1;
+const IPPROTO_TCP: u8 = 6;
+const PAYLOAD_MASK: usize = PAYLOAD_CAP - 1;
+
+/// Socket cookie -> payload packets seen so far.
+#[map]
+static AWAITING_PAYLOAD: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MAX_AWAITING, 0);
+
+/// (SSL object, tgid) whose first SSL_write was copied.
+#[map]
+static SSL_SEEN: LruHashMap<SslKey, u8> = LruHashMap::with_max_entries(MAX_SSL_SEEN, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SslKey {
+    ssl: u64,
+    tgid: u64,
+}
+
+/// Per-CPU room for a length that must reach the verifier as an unknown bounded value (a
+/// volatile round trip keeps the compiler from folding the bound away).
+#[map]
+static NET_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[cgroup_sock_addr(connect4)]
+pub fn net_connect4(ctx: SockAddrContext) -> i32 {
+    let _ = on_connect(&ctx, family::INET);
+    1 // always allow: keytrail observes, never enforces
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn net_connect6(ctx: SockAddrContext) -> i32 {
+    let _ = on_connect(&ctx, family::INET6);
+    1
+}
+
+#[inline(always)]
+fn on_connect(ctx: &SockAddrContext, fam: u16) -> ProbeResult {
+    // SAFETY: the context pointer is the kernel's bpf_sock_addr for this program.
+    let sa = unsafe { &*ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if config().is_some_and(|c| c.agent_tgid == (pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    // SAFETY: a sock_addr context is a valid argument of this helper.
+    let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.as_ptr()) };
+    count_seen(ProbeId::NetConnect);
+    let Some(mut entry) = EVENTS.reserve::<NetConnect>(0) else {
+        count_dropped(ProbeId::NetConnect);
+        return Err(ProbeError);
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved, writable NetConnect.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::NetConnect as u32, pid_tgid);
+        (*ev).cookie = cookie;
+        (*ev).family = fam;
+        // user_port holds the port in network byte order in its low 16 bits.
+        (*ev).port = u16::from_be(sa.user_port as u16);
+        (*ev)._reserved = 0;
+        (*ev).addr = destination(sa, fam);
+    }
+    entry.submit(submit_flags());
+    let _ = AWAITING_PAYLOAD.insert(cookie, 0, 0);
+    Ok(())
+}
+
+/// The destination address bytes (network order), IPv4 in the first four.
+#[inline(always)]
+fn destination(sa: &aya_ebpf::bindings::bpf_sock_addr, fam: u16) -> [u8; 16] {
+    let mut addr = [0u8; 16];
+    if fam == family::INET {
+        addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    } else {
+        // Word by word: the context only allows 4-byte loads of these fields.
+        for i in 0..4 {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+        }
+    }
+    addr
+}
+
+#[sock_ops]
+pub fn net_state(ctx: SockOpsContext) -> u32 {
+    let _ = on_sock_op(&ctx);
+    1
+}
+
+#[inline(always)]
+fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
+    let op = ctx.op();
+    if op != BPF_SOCK_OPS_TCP_CONNECT_CB
+        && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB
+        && op != BPF_SOCK_OPS_STATE_CB
+    {
+        return Ok(());
+    }
+    // SAFETY: a sock_ops context is a valid argument of this helper.
+    let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.as_ptr()) };
+    let state = match op {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            // Ask for state changes of the connections the connect hook saw, so a failed
+            // connect and the end of each connection are known.
+            // SAFETY: plain map lookup of a u64 key.
+            if unsafe { AWAITING_PAYLOAD.get(cookie) }.is_some() {
+                let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG;
+                let _ = ctx.set_cb_flags(flags as i32);
+            }
+            return Ok(());
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            // Only connections the connect hook saw (the agent's own are not).
+            // SAFETY: plain map lookup of a u64 key.
+            if unsafe { AWAITING_PAYLOAD.get(cookie) }.is_none() {
+                return Ok(());
+            }
+            conn_state::ESTABLISHED
+        }
+        _ => {
+            if ctx.arg(1) != BPF_TCP_CLOSE {
+                return Ok(());
+            }
+            let _ = AWAITING_PAYLOAD.remove(cookie);
+            if ctx.arg(0) == BPF_TCP_SYN_SENT {
+                conn_state::FAILED
+            } else {
+                conn_state::CLOSED
+            }
+        }
+    };
+    count_seen(ProbeId::NetState);
+    let Some(mut entry) = EVENTS.reserve::<NetState>(0) else {
+        count_dropped(ProbeId::NetState);
+        return Err(ProbeError);
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved, writable NetState.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::NetState as u32, 0);
+        (*ev).cookie = cookie;
+        (*ev).state = state;
+        (*ev)._reserved = 0;
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+#[cgroup_skb(egress)]
+pub fn net_payload(ctx: SkBuffContext) -> i32 {
+    let _ = on_egress(&ctx);
+    1 // always let the packet go
+}
+
+#[inline(always)]
+fn on_egress(ctx: &SkBuffContext) -> ProbeResult {
+    // SAFETY: an skb context is a valid argument of this helper.
+    let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(packets) = AWAITING_PAYLOAD.get_ptr_mut(cookie) else {
+        return Ok(());
+    };
+    let offset = payload_offset(ctx).ok_or(ProbeError)?;
+    let len = ctx.len() as usize;
+    if len <= offset {
+        return Ok(()); // SYN, ACK: no payload
+    }
+    let avail = len - offset;
+    // SAFETY: the pointer comes from a successful lookup of this map.
+    let packet = unsafe { *packets };
+    count_seen(ProbeId::NetPayload);
+    let Some(mut entry) = EVENTS.reserve::<NetPayload>(0) else {
+        count_dropped(ProbeId::NetPayload);
+        return Err(ProbeError);
+    };
+    let ev = entry.as_mut_ptr();
+    let n = bounded_len(avail);
+    // SAFETY: `ev` is a reserved, writable NetPayload; the load length is within
+    // 1..=PAYLOAD_CAP (bounded_len) and the payload holds at least that many bytes.
+    let loaded = unsafe {
+        fill_header(&mut (*ev).header, EventKind::NetPayload as u32, 0);
+        (*ev).cookie = cookie;
+        (*ev).packet = packet;
+        (*ev).len = avail as u32;
+        (*ev)._reserved = 0;
+        let rc = generated::bpf_skb_load_bytes(
+            ctx.as_ptr(),
+            offset as u32,
+            (*ev).data.as_mut_ptr().cast(),
+            n as u32,
+        );
+        (*ev).captured = if rc == 0 { n as u32 } else { 0 };
+        rc == 0
+    };
+    // SAFETY: as above; the first 5 bytes were loaded when `loaded`.
+    let (head, record_len) = unsafe {
+        let d = &(*ev).data;
+        (
+            [d[0], d[1], d[2], d[3]],
+            ((d[3] as usize) << 8) | d[4] as usize,
+        )
+    };
+    entry.submit(submit_flags());
+    // Done with this connection once its ClientHello is complete or it sent an HTTP request
+    // head, or after enough packets. CONNECT and other preambles wait for what follows.
+    let done = packet + 1 >= MAX_PAYLOAD_PACKETS
+        || (loaded && head[0] == 0x16 && avail >= 5 + record_len)
+        || (loaded && is_http_method(&head));
+    if done {
+        let _ = AWAITING_PAYLOAD.remove(cookie);
+    } else {
+        // SAFETY: the pointer from the lookup above; only this connection's packets (sent in
+        // order by one socket) update it.
+        unsafe { *packets = packet + 1 };
+    }
+    Ok(())
+}
+
+/// The first four bytes of an HTTP request other than CONNECT.
+#[inline(always)]
+fn is_http_method(head: &[u8; 4]) -> bool {
+    matches!(
+        head,
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI"
+    )
+}
+
+/// Where the TCP payload starts in the packet (cgroup_skb data starts at the IP header), or
+/// None for anything but TCP over IPv4/IPv6 without extension headers.
+#[inline(always)]
+fn payload_offset(ctx: &SkBuffContext) -> Option<usize> {
+    let ver_ihl: u8 = ctx.load(0).ok()?;
+    let ip_len = match ver_ihl >> 4 {
+        4 => {
+            let proto: u8 = ctx.load(9).ok()?;
+            if proto != IPPROTO_TCP {
+                return None;
+            }
+            ((ver_ihl & 0x0f) as usize) * 4
+        }
+        6 => {
+            let next: u8 = ctx.load(6).ok()?;
+            if next != IPPROTO_TCP {
+                return None;
+            }
+            40
+        }
+        _ => return None,
+    };
+    let data_off: u8 = ctx.load(ip_len + 12).ok()?;
+    Some(ip_len + ((data_off >> 4) as usize) * 4)
+}
+
+/// `min(avail, PAYLOAD_CAP)` in a form the verifier can bound to 1..=PAYLOAD_CAP.
+#[inline(always)]
+fn bounded_len(avail: usize) -> usize {
+    if avail >= PAYLOAD_CAP {
+        return PAYLOAD_CAP;
+    }
+    let Some(slot) = NET_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU slot of this map; the volatile round trip hides `avail < PAYLOAD_CAP`
+    // from the compiler, so the mask below survives and bounds the value for the verifier.
+    let v = unsafe {
+        core::ptr::write_volatile(slot, avail as u64);
+        core::ptr::read_volatile(slot)
+    };
+    ((v as usize).wrapping_sub(1) & PAYLOAD_MASK) + 1
+}
+
+/// SSL_write(ssl, buf, num) and SSL_write_ex(ssl, buf, num, written): the agent attaches this
+/// to both symbols of every libssl it finds.
+#[uprobe]
+pub fn tls_write(ctx: ProbeContext) -> u32 {
+    let _ = on_ssl_write(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_ssl_write(ctx: &ProbeContext) -> ProbeResult {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = pid_tgid >> 32;
+    if config().is_some_and(|c| c.agent_tgid == tgid as u32) {
+        return Ok(());
+    }
+    let ssl: u64 = ctx.arg(0).ok_or(ProbeError)?;
+    let buf: u64 = ctx.arg(1).ok_or(ProbeError)?;
+    let num: u64 = ctx.arg(2).ok_or(ProbeError)?;
+    let num = num & 0xffff_ffff;
+    if ssl == 0 || buf == 0 || num == 0 {
+        return Ok(());
+    }
+    let key = SslKey { ssl, tgid };
+    // SAFETY: plain map lookup.
+    if unsafe { SSL_SEEN.get(key) }.is_some() {
+        return Ok(());
+    }
+    let _ = SSL_SEEN.insert(key, 1, 0);
+    count_seen(ProbeId::TlsWrite);
+    let Some(mut entry) = EVENTS.reserve::<TlsWrite>(0) else {
+        count_dropped(ProbeId::TlsWrite);
+        return Err(ProbeError);
+    };
+    let ev = entry.as_mut_ptr();
+    let n = bounded_len(num as usize);
+    // SAFETY: `ev` is a reserved, writable TlsWrite; the read is bounded to 1..=PAYLOAD_CAP.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::TlsWrite as u32, pid_tgid);
+        (*ev).ssl = ssl;
+        (*ev).len = num as u32;
+        let rc = generated::bpf_probe_read_user(
+            (*ev).data.as_mut_ptr().cast(),
+            n as u32,
+            buf as *const core::ffi::c_void,
+        );
+        (*ev).captured = if rc == 0 { n as u32 } else { 0 };
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
