@@ -6,13 +6,16 @@
 //! one event for the first call of the process and counts the later ones as repeats in the
 //! kernel), in three setups: none; floor (`keytrail bench-floor --family getenv`: an empty
 //! uprobe on getenv and secure_getenv of every libc on the host, i.e. the price of the uprobe
-//! trap itself); agent (default configuration, getenv probe on).
+//! trap itself); agent (`env.getenv_probe: true`; the probe is off by default).
 //!
 //! A report without a target: ns per call, what the floor and the agent add per call, the
 //! kernel cost of `getenv_enter` against the empty `floor_getenv`, and the agent's getenv
 //! counters. It goes to stdout and to `target/bench/getenv.md`.
 
 use std::{fmt::Write as _, process::Command};
+
+/// The getenv probe is off by default: the agent here turns it on.
+const GETENV_ON_CONFIG: &str = "env:\n  getenv_probe: true\n";
 
 use anyhow::Result;
 use clap::Args;
@@ -74,11 +77,11 @@ impl Setup {
         }
     }
 
-    fn attach(self) -> Attach<'static> {
+    fn attach(self, getenv_on: &std::path::Path) -> Attach<'_> {
         match self {
             Setup::None => Attach::None,
             Setup::Floor => Attach::Floor(FLOOR_FAMILY),
-            Setup::Agent => Attach::Agent(None),
+            Setup::Agent => Attach::Agent(Some(getenv_on)),
         }
     }
 }
@@ -115,6 +118,8 @@ pub fn run(opts: Options) -> Result<()> {
     let (mut bencher, getenv_loop) =
         Bencher::new("getenv", opts.iterations, opts.rounds, GETENV_LOOP_SOURCE)?;
     let token = token();
+    let getenv_on = bencher.dir().join("getenv-on.yaml");
+    std::fs::write(&getenv_on, GETENV_ON_CONFIG)?;
 
     let mut samples: Samples = Default::default();
     interleave(
@@ -128,7 +133,7 @@ pub fn run(opts: Options) -> Result<()> {
                 .env_clear()
                 .envs(ENVIRONMENT.iter().copied())
                 .env(SECRET_NAME, &token);
-            let sample = bencher.measure(setup.attach(), &mut cmd)?;
+            let sample = bencher.measure(setup.attach(&getenv_on), &mut cmd)?;
             log_sample(round, opts.rounds, setup.name(), name.var(), &sample);
             samples[name as usize][setup as usize].push(sample);
             Ok(())
@@ -188,8 +193,8 @@ fn report(opts: &Options, samples: &Samples) -> String {
             format!(
                 "none: nothing attached; floor: `keytrail {FLOOR_SUBCOMMAND} --family \
                  {FLOOR_FAMILY}` (empty uprobe on getenv and secure_getenv of every libc on the \
-                 host); agent: `keytrail {AGENT_SUBCOMMAND} {JSONL_FLAG} FILE` (default \
-                 configuration, getenv probe on; libraries probed: {})",
+                 host); agent: `keytrail {AGENT_SUBCOMMAND} {JSONL_FLAG} FILE --config FILE` with \
+                 `env.getenv_probe: true` (libraries probed: {})",
                 fmt(libraries, 0)
             ),
         ],
