@@ -394,7 +394,7 @@ impl Pipeline {
                 Vec::new()
             }
             KernelEvent::NetState(e) => {
-                let outcome = self.net.on_state(e);
+                let outcome = self.net.on_state(e, &counters.net);
                 self.net_outcome(outcome)
             }
             KernelEvent::NetPayload(e) => {

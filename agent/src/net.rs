@@ -38,9 +38,10 @@ const MAX_REASSEMBLY: usize = 4 * PAYLOAD_CAP;
 /// Counters of this stage, reported in agent stats.
 #[derive(Debug, Default)]
 pub struct NetCounters {
-    /// Payloads by what they were (`tls_client_hello`, `http_request`, `unknown` ...).
+    /// ClientHellos and HTTP request heads parsed.
     pub tls_hellos: AtomicU64,
     pub http_heads: AtomicU64,
+    /// Payloads that were none of the known kinds, and ClientHellos that never completed.
     pub unparsed: AtomicU64,
     /// Payload or SSL_write records for a connection the agent never saw connect.
     pub unmatched: AtomicU64,
@@ -151,7 +152,7 @@ impl NetAccess {
         );
     }
 
-    pub fn on_state(&mut self, ev: &NetState) -> NetOutcome {
+    pub fn on_state(&mut self, ev: &NetState, counters: &NetCounters) -> NetOutcome {
         let mut out = NetOutcome::default();
         let Some(conn) = self.conns.get_mut(&ev.cookie) else {
             return out;
@@ -162,10 +163,14 @@ impl NetAccess {
                 if ev.state == conn_state::FAILED {
                     conn.outcome = Some("failed");
                 }
-                if let Some(conn) = self.conns.remove(&ev.cookie)
-                    && !conn.reported
-                {
-                    out.records.extend(self.connection_record(&conn));
+                if let Some(conn) = self.conns.remove(&ev.cookie) {
+                    // A ClientHello still waiting for its end never got it.
+                    if !conn.partial.is_empty() {
+                        counters.unparsed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !conn.reported {
+                        out.records.extend(self.connection_record(&conn));
+                    }
                 }
             }
             _ => {}

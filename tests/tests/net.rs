@@ -284,8 +284,9 @@ s.close()
 }
 
 #[test]
-fn a_refused_connection_is_reported_as_failed() {
+fn refused_connections_and_garbage_payloads() {
     let mut agent = Agent::start(Some(CONNECTIONS_ON));
+    let server = TlsServer::start("127.0.0.1");
     let cgroup = CgroupGuard::new("net-refused");
     let port = free_port("127.0.0.1");
     let (pid, out) = run_in_cgroup(
@@ -301,4 +302,271 @@ fn a_refused_connection_is_reported_as_failed() {
     assert_eq!(c["keytrail.connection.outcome"], "failed");
     assert_eq!(c["server.port"], port);
     assert_eq!(c["network.peer.address"], "127.0.0.1");
+
+    // Random bytes, then a TLS record header that promises more than ever comes: counted as
+    // unparsed, nothing else, and the agent keeps going.
+    let script = r#"
+import os, socket, sys, time
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"\x00" + os.urandom(3000))
+s.close()
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"\x16\x03\x01\x40\x00" + os.urandom(40))
+time.sleep(0.2)
+s.close()
+"#;
+    let (garbage_pid, out) = run_in_cgroup(
+        &cgroup,
+        "python3",
+        &["-c", script, &server.port.to_string()],
+        &[("PATH", "/usr/local/bin:/usr/bin:/bin")],
+    );
+    assert!(out.status.success(), "python: {out:?}");
+    agent.wait_for("the garbage connections", |e| {
+        e["event.name"] == "keytrail.connection" && e["process.pid"] == garbage_pid
+    });
+    let run = agent.stop();
+    assert_eq!(run.exit_code, Some(0), "agent log:\n{}", run.stderr);
+    let garbage = connections_of(&run.events, &cgroup, garbage_pid);
+    assert_eq!(garbage.len(), 2, "{garbage:#?}");
+    assert!(
+        garbage
+            .iter()
+            .all(|g| g.get("tls.client.server_name").is_none())
+    );
+    let stats = run
+        .events
+        .iter()
+        .rfind(|e| e["event.name"] == "keytrail.agent.stats")
+        .unwrap();
+    assert!(
+        stats["keytrail.net.unparsed"].as_u64() >= Some(2),
+        "garbage not counted: {stats}"
+    );
+}
+
+/// The newest PostgreSQL server binary directory (Debian: /usr/lib/postgresql/N/bin).
+fn postgres_bin_dir() -> std::path::PathBuf {
+    let mut dirs: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server installed (cargo xtask setup installs it)")
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((v, bin))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("a PostgreSQL server version").1
+}
+
+/// The uid and gid of a system user.
+fn user_ids(name: &str) -> (u32, u32) {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: getpwnam with a valid C string; the result is read at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    assert!(!pw.is_null(), "no user {name}");
+    // SAFETY: non-null passwd entry from getpwnam.
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+/// A PostgreSQL server with ssl=on on 127.0.0.1, run as the postgres user; stopped on drop.
+struct Postgres {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    fn start() -> Self {
+        use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+        let bin = postgres_bin_dir();
+        let (uid, gid) = user_ids("postgres");
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        let data = dir.path().join("data");
+        let out = Command::new(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb: {out:?}");
+        let (key, cert) = (data.join("server.key"), data.join("server.crt"));
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args([
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=db.example.test",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl req");
+        assert!(status.success());
+        for f in [&key, &cert] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = free_port("127.0.0.1");
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str(&format!(
+            "\nssl = on\nlisten_addresses = '127.0.0.1'\nport = {port}\n\
+             unix_socket_directories = '{}'\n",
+            dir.path().display()
+        ));
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        let child = Command::new(bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postgres");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "postgres did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT: fast shutdown.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn psql_sni_is_found_after_the_ssl_request() {
+    let mut agent = Agent::start(Some(CONNECTIONS_ON));
+    let pg = Postgres::start();
+    let cgroup = CgroupGuard::new("net-psql");
+    let conninfo = format!(
+        "host=db.example.test hostaddr=127.0.0.1 port={} user=postgres dbname=postgres \
+         sslmode=require",
+        pg.port
+    );
+    let (pid, out) = run_in_cgroup(
+        &cgroup,
+        "psql",
+        &[
+            &conninfo,
+            "-Atc",
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        ],
+        &[("PATH", "/usr/bin:/bin"), ("HOME", "/root")],
+    );
+    assert!(out.status.success(), "psql: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "t",
+        "not over TLS"
+    );
+    let c = agent.wait_for("psql's connection", |e| {
+        e["event.name"] == "keytrail.connection" && e["process.pid"] == pid
+    });
+    assert_eq!(
+        c["keytrail.connection.preamble"], "postgres_ssl_request",
+        "{c}"
+    );
+    assert_eq!(c["tls.client.server_name"], "db.example.test", "{c}");
+    assert_eq!(c["server.port"], pg.port);
+    assert_eq!(c["keytrail.cgroup.path"], cgroup.rel_path());
+}
+
+#[test]
+fn aws_sigv4_key_id_is_seen_on_the_wire() {
+    let mut agent = Agent::start(Some(CONNECTIONS_ON));
+    let server = TlsServer::start("127.0.0.1");
+    let cgroup = CgroupGuard::new("net-sigv4");
+    let key_id = format!("AKIA{}", random(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
+    let secret = random(ALNUM, 40);
+    // A minimal SigV4 signer (what awscli and the SDKs send): only the key id is public.
+    let script = r#"
+import datetime, hashlib, hmac, os, socket, ssl, sys, urllib.request
+port = int(sys.argv[1])
+key_id, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+host, region, service = f"s3.example.test:{port}", "us-east-1", "s3"
+t = datetime.datetime.now(datetime.timezone.utc)
+amz_date, day = t.strftime("%Y%m%dT%H%M%SZ"), t.strftime("%Y%m%d")
+empty = hashlib.sha256(b"").hexdigest()
+signed = "host;x-amz-content-sha256;x-amz-date"
+canonical = "\n".join(["GET", "/", "", f"host:{host}", f"x-amz-content-sha256:{empty}",
+                       f"x-amz-date:{amz_date}", "", signed, empty])
+scope = f"{day}/{region}/{service}/aws4_request"
+to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                     hashlib.sha256(canonical.encode()).hexdigest()])
+k = ("AWS4" + secret).encode()
+for part in (day, region, service, "aws4_request"):
+    k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+signature = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+auth = f"AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed}, Signature={signature}"
+orig = socket.getaddrinfo
+socket.getaddrinfo = lambda h, *a, **kw: orig("127.0.0.1" if h == "s3.example.test" else h, *a, **kw)
+req = urllib.request.Request(f"https://{host}/", headers={
+    "Authorization": auth, "x-amz-date": amz_date, "x-amz-content-sha256": empty})
+urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=5).read()
+"#;
+    let (pid, out) = run_in_cgroup(
+        &cgroup,
+        "python3",
+        &["-c", script, &server.port.to_string()],
+        &[
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("AWS_ACCESS_KEY_ID", &key_id),
+            ("AWS_SECRET_ACCESS_KEY", &secret),
+        ],
+    );
+    assert!(out.status.success(), "python: {out:?}");
+    let wire = agent.wait_for("the SigV4 key id on the wire", |e| {
+        e["keytrail.credential.source"] == "wire" && e["process.pid"] == pid
+    });
+    let env = agent.wait_for("the key pair in the environment", |e| {
+        e["keytrail.credential.source"] == "env" && e["process.pid"] == pid
+    });
+    let run = agent.stop();
+    assert_eq!(wire["keytrail.credential.id"], key_id.as_str(), "{wire}");
+    assert_eq!(
+        wire["keytrail.credential.id"],
+        env["keytrail.credential.id"]
+    );
+    assert_eq!(wire["server.address"], "s3.example.test");
+    let text: String = run.events.iter().map(|e| e.to_string() + "\n").collect();
+    assert_no_leak("JSON lines", &text, &secret);
 }

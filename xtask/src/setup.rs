@@ -43,6 +43,12 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     ("ip", "iproute2"),
     ("node", "nodejs"),
+    ("python3", "python3"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("psql", "postgresql-client"),
+    // The server binaries live under /usr/lib/postgresql/N/bin, off PATH.
+    ("pg_ctlcluster", "postgresql"),
 ];
 
 #[derive(Debug, Args)]
