@@ -15,7 +15,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use keytrail_common::{EnvSource, EnvVar, ProcExec, env_hash_str, event_flags};
+use keytrail_common::{EnvSource, EnvVar, ProcExec, env_name_hash, event_flags};
 
 use crate::{
     credential::{Classifier, Credential, Kind},
@@ -218,7 +218,7 @@ impl EnvAccess {
         self.getenv_keys
             .entry(pid)
             .or_default()
-            .push(((pid as u64) << 32) | env_hash_str(name.as_bytes()) as u64);
+            .push(((pid as u64) << 32) | env_name_hash(name.as_bytes()) as u64);
         if !self.cgroups.allows(who.cgroup_path) {
             return Vec::new();
         }

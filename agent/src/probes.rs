@@ -14,7 +14,8 @@ use aya::{
 };
 use keytrail_common::{
     ENV_VALUE_PREFIX_MAX, EnvGates, FilterGates, KernelConfig, MAX_BASENAME_PREFIX_LENS,
-    PREFIX_MAX, ProbeCounters, ProbeId, SUFFIX_MAX, env_hash_str, env_match, filter, names,
+    PREFIX_MAX, ProbeCounters, ProbeId, SUFFIX_MAX, env_match, env_name_hash, env_word_hash,
+    filter, names,
 };
 
 use crate::{credential::EnvNameRules, watch::KernelEntry};
@@ -665,7 +666,7 @@ pub fn env_hashes(rules: &EnvNameRules) -> (HashedList, HashedList) {
     use std::collections::BTreeMap;
     let mut words: BTreeMap<u32, u32> = BTreeMap::new();
     for w in &rules.secret_words {
-        *words.entry(env_hash_str(w.as_bytes())).or_default() |= env_match::WORD_SECRET;
+        *words.entry(env_word_hash(w.as_bytes())).or_default() |= env_match::WORD_SECRET;
     }
     for w in &rules.except_words {
         let bit = if w.eq_ignore_ascii_case(crate::credential::FILE_WORD) {
@@ -673,17 +674,17 @@ pub fn env_hashes(rules: &EnvNameRules) -> (HashedList, HashedList) {
         } else {
             env_match::WORD_EXCLUDE
         };
-        *words.entry(env_hash_str(w.as_bytes())).or_default() |= bit;
+        *words.entry(env_word_hash(w.as_bytes())).or_default() |= bit;
     }
     let mut names: BTreeMap<u32, u32> = BTreeMap::new();
     for n in &rules.secret_names {
-        *names.entry(env_hash_str(n.as_bytes())).or_default() |= env_match::NAME_SECRET;
+        *names.entry(env_name_hash(n.as_bytes())).or_default() |= env_match::NAME_SECRET;
     }
     for n in &rules.file_names {
-        *names.entry(env_hash_str(n.as_bytes())).or_default() |= env_match::NAME_FILE;
+        *names.entry(env_name_hash(n.as_bytes())).or_default() |= env_match::NAME_FILE;
     }
     for n in &rules.plain_names {
-        *names.entry(env_hash_str(n.as_bytes())).or_default() |= env_match::NAME_PLAIN;
+        *names.entry(env_name_hash(n.as_bytes())).or_default() |= env_match::NAME_PLAIN;
     }
     (words.into_iter().collect(), names.into_iter().collect())
 }
@@ -969,6 +970,48 @@ mod tests {
             let b = hot.as_bytes();
             assert!(!bit_head(&g.prefix_head, b[1], b[2]), "{hot}");
         }
+    }
+
+    #[test]
+    fn env_hashes_are_case_blind_and_built_from_words() {
+        use keytrail_common::{ENV_HASH_INIT, env_fold};
+        assert_eq!(env_word_hash(b"token"), env_word_hash(b"TOKEN"));
+        assert_eq!(
+            env_name_hash(b"GITHUB_TOKEN"),
+            env_fold(
+                env_fold(ENV_HASH_INIT, env_word_hash(b"github")),
+                env_word_hash(b"token")
+            )
+        );
+        // Empty words do not count, as in the kernel's scan.
+        assert_eq!(
+            env_name_hash(b"_GITHUB__TOKEN_"),
+            env_name_hash(b"github_token")
+        );
+        assert_ne!(
+            env_name_hash(b"TOKEN_GITHUB"),
+            env_name_hash(b"GITHUB_TOKEN")
+        );
+        let (words, names) = env_hashes(&EnvNameRules::default());
+        let word = |w: &str| {
+            words
+                .iter()
+                .find(|(h, _)| *h == env_word_hash(w.as_bytes()))
+        };
+        assert_eq!(word("Token").map(|w| w.1), Some(env_match::WORD_SECRET));
+        assert_eq!(word("file").map(|w| w.1), Some(env_match::WORD_FILE));
+        let name = |n: &str| {
+            names
+                .iter()
+                .find(|(h, _)| *h == env_name_hash(n.as_bytes()))
+        };
+        assert!(name("kubeconfig").is_some_and(|n| n.1 & env_match::NAME_FILE != 0));
+        assert!(name("PWD").is_some_and(|n| n.1 & env_match::NAME_PLAIN != 0));
+        let g = env_gates(&EnvNameRules::default(), &["AKIA", "ghp_"]);
+        assert!(keytrail_common::len_gate(&g.word_len, b't', 5));
+        assert!(!keytrail_common::len_gate(&g.word_len, b't', 4));
+        assert!(keytrail_common::bit_head(&g.value_head, b'A', b'K'));
+        assert!(!keytrail_common::bit_head(&g.value_head, b'/', b'u'));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub const COMM_LEN: usize = 16;
 pub const ENV_CAP: usize = 4096;
 /// Bytes of each environment string (or getenv name) read to decide whether it matches: the
 /// name and the head of the value.
-pub const ENV_WINDOW: usize = 128;
+pub const ENV_WINDOW: usize = 96;
 /// Longest variable name the kernel matches; longer names are not secret-like in practice.
 pub const ENV_NAME_MAX: usize = 64;
 /// Bytes of a value's head the value-prefix trie compares (`ghp_`, `AKIA`, `postgres://`).
@@ -252,26 +252,55 @@ pub mod env_match {
     pub const VALUE_PREFIX: u32 = 1 << 7;
 }
 
-/// FNV-1a offset basis: the hash of the empty name.
+/// FNV-1a offset basis: the hash of the empty word or name.
 pub const ENV_HASH_INIT: u32 = 0x811c_9dc5;
 
-/// One step of the name hash: FNV-1a over ASCII-lowercased bytes, so the kernel and the agent
-/// agree and `api_key` equals `API_KEY`.
+/// One step of a word's hash: FNV-1a over bytes with bit 5 set, so letters hash the same in
+/// either case (`api` equals `API`) at the cost of one OR. Other bytes may collide; the hash
+/// only pre-filters, userspace decides exactly.
 #[inline(always)]
 pub const fn env_hash(h: u32, b: u8) -> u32 {
-    let b = if b.is_ascii_uppercase() { b | 0x20 } else { b };
-    (h ^ b as u32).wrapping_mul(0x0100_0193)
+    (h ^ (b | 0x20) as u32).wrapping_mul(0x0100_0193)
 }
 
-/// Hash of a whole string with [`env_hash`].
-pub const fn env_hash_str(s: &[u8]) -> u32 {
+/// Folds a word's hash into a name's: a name's hash is built from its `_`-separated words
+/// (empty ones skipped), so the kernel hashes each byte once.
+#[inline(always)]
+pub const fn env_fold(name: u32, word: u32) -> u32 {
+    (name ^ word).wrapping_mul(0x0100_0193).rotate_left(5)
+}
+
+/// The hash of one word with [`env_hash`].
+pub const fn env_word_hash(word: &[u8]) -> u32 {
     let mut h = ENV_HASH_INIT;
     let mut i = 0;
-    while i < s.len() {
-        h = env_hash(h, s[i]);
+    while i < word.len() {
+        h = env_hash(h, word[i]);
         i += 1;
     }
     h
+}
+
+/// The hash of a whole name: its non-empty `_`-separated words folded with [`env_fold`].
+pub const fn env_name_hash(name: &[u8]) -> u32 {
+    let mut whole = ENV_HASH_INIT;
+    let mut word = ENV_HASH_INIT;
+    let mut len = 0;
+    let mut i = 0;
+    while i <= name.len() {
+        if i == name.len() || name[i] == b'_' {
+            if len > 0 {
+                whole = env_fold(whole, word);
+            }
+            word = ENV_HASH_INIT;
+            len = 0;
+        } else {
+            word = env_hash(word, name[i]);
+            len += 1;
+        }
+        i += 1;
+    }
+    whole
 }
 
 /// Bitmaps that gate each environment lookup (slot 0 of [`names::ENV_GATES`]).

@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use keytrail_common::{
     ENV_CAP, ENV_HASH_INIT, ENV_NAME_MAX, ENV_VALUE_PREFIX_MAX, ENV_WINDOW, EnvGates, EnvSource,
-    EnvVar, EventKind, MAX_ENV_ENTRIES, ProbeId, bit_head, env_hash, env_match, event_flags,
-    len_gate,
+    EnvVar, EventKind, MAX_ENV_ENTRIES, ProbeId, bit_head, env_fold, env_hash, env_match,
+    event_flags, len_gate,
 };
 
 use super::{
@@ -65,8 +65,8 @@ struct EnvScratch {
     /// Where the name ends ('=' or NUL), and the running hash of the name.
     name_len: u64,
     name_hash: u64,
-    /// The current word's length (its hash and first byte stay in registers).
-    word_len: u64,
+    /// Where the current word starts (its hash stays in a register).
+    word_start: u64,
     /// Word flags seen, and the flags of the last word.
     words: u64,
     last_word: u64,
@@ -317,16 +317,28 @@ fn read_window(s: &mut EnvScratch, ptr: *const u8) -> bool {
 #[inline(always)]
 fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
     store(&mut s.name_len, ENV_NAME_MAX as u64);
-    store(&mut s.word_len, 0);
+    store(&mut s.word_start, 0);
     store(&mut s.words, 0);
     store(&mut s.last_word, 0);
     let mut word = ENV_HASH_INIT;
     let mut whole = ENV_HASH_INIT;
-    let mut first = 0u8;
+    // Per byte: one load, three compares, one hash step. Everything else happens at word
+    // ends, which are few.
     for i in 0..ENV_NAME_MAX {
         let c = s.window[i];
         if c == end || c == 0 || c == b'_' {
-            end_word(s, gates, word, first);
+            // The word's start goes through the scratch: as a register the verifier would
+            // track its exact value and explore one state per (position, start).
+            let start = load(&s.word_start) as usize & (ENV_NAME_MAX - 1);
+            let flags = if i > start {
+                whole = env_fold(whole, word);
+                word_flags(s, gates, word, start, i - start)
+            } else {
+                0
+            };
+            let words = load(&s.words) | flags;
+            store(&mut s.words, words);
+            store(&mut s.last_word, flags);
             if c != b'_' {
                 // A getenv name ends at NUL; an exec string must have its '='.
                 if c == end {
@@ -335,18 +347,10 @@ fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
                 break;
             }
             word = ENV_HASH_INIT;
-            store(&mut s.word_len, 0);
+            store(&mut s.word_start, (i + 1) as u64);
         } else {
-            // The word length goes through the scratch: as a register the verifier would
-            // track its exact value and explore one state per (position, length).
-            let len = load(&s.word_len);
-            if len == 0 {
-                first = c | 0x20;
-            }
             word = env_hash(word, c);
-            store(&mut s.word_len, len + 1);
         }
-        whole = env_hash(whole, c);
     }
     store(&mut s.name_hash, whole as u64);
     let name_len = load(&s.name_len) as usize;
@@ -377,21 +381,18 @@ fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
     matched
 }
 
-/// Looks up the word that just ended and folds its flags into the scratch.
+/// The `env_match::WORD_*` bits of the word of `len` bytes at `start`.
 #[inline(always)]
-fn end_word(s: &mut EnvScratch, gates: &EnvGates, word: u32, first: u8) {
-    let len = load(&s.word_len) as usize;
-    let mut flags = 0u64;
-    // SAFETY: the value is a plain u32 read before any update of the map.
-    if len > 0
-        && len_gate(&gates.word_len, first, len)
-        && let Some(&f) = unsafe { ENV_WORDS.get(word) }
-    {
-        flags = f as u64;
+fn word_flags(s: &EnvScratch, gates: &EnvGates, word: u32, start: usize, len: usize) -> u64 {
+    let first = s.window[start & (ENV_NAME_MAX - 1)] | 0x20;
+    if !len_gate(&gates.word_len, first, len) {
+        return 0;
     }
-    let words = load(&s.words) | flags;
-    store(&mut s.words, words);
-    store(&mut s.last_word, flags);
+    // SAFETY: the value is a plain u32 read before any update of the map.
+    match unsafe { ENV_WORDS.get(word) } {
+        Some(&f) => f as u64,
+        None => 0,
+    }
 }
 
 /// Looks up the value's head (from window byte `start`) in the value-prefix trie.
