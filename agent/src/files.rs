@@ -21,7 +21,7 @@ use crate::{
     record::{Record, Severity, names},
     rootfs::RootSource,
     watch::WatchRules,
-    workload::{proc_cgroup_path, workload_of},
+    workload::proc_cgroup_path,
 };
 
 const AT_FDCWD: i32 = -100;
@@ -274,11 +274,15 @@ fn set_target(r: &mut Record, reader: u32, target: u32) -> Option<u32> {
     let comm = std::fs::read_to_string(format!("/proc/{target}/comm"))
         .map(|c| c.trim_end().to_string())
         .unwrap_or_default();
-    let w = workload_of(cgroup.as_deref(), exe.as_deref(), &comm);
+    let identity = cgroup.as_deref().map(crate::workload::identity_of);
+    let w = crate::workload::Workload::of(identity.as_deref(), exe.as_deref(), &comm);
     r.set_opt("keytrail.target.executable.path", exe)
         .set_opt("keytrail.target.cgroup.path", cgroup)
         .set("keytrail.target.workload.kind", w.kind)
         .set("keytrail.target.workload.name", w.name);
+    for (attr, value) in identity.iter().flat_map(|i| i.attributes()) {
+        r.set(attr.target_key, value);
+    }
     Some(target)
 }
 
@@ -395,7 +399,10 @@ pub fn set_credential(r: &mut Record, c: &Credential, age_s: Option<u64>) {
 
 /// The process and workload attributes shared by access records.
 pub fn set_process(r: &mut Record, header: &EventHeader, who: &Opener<'_>) {
-    let w = workload_of(who.cgroup_path, who.proc.exe.as_deref(), &who.proc.comm);
+    // Parsed once per cgroup path (cached), so this is a hash lookup per record.
+    let identity = who.cgroup_path.map(crate::workload::identity_of);
+    let w =
+        crate::workload::Workload::of(identity.as_deref(), who.proc.exe.as_deref(), &who.proc.comm);
     r.set("process.pid", header.pid)
         .set_opt("process.executable.path", who.proc.exe.clone())
         .set("process.executable.name", who.proc.comm.clone())
@@ -410,6 +417,11 @@ pub fn set_process(r: &mut Record, header: &EventHeader, who: &Opener<'_>) {
         .set("keytrail.cgroup.id", header.cgroup_id)
         .set("keytrail.workload.kind", w.kind)
         .set("keytrail.workload.name", w.name);
+    // container.id, container.runtime, k8s.pod.uid, keytrail.k8s.qos_class,
+    // keytrail.systemd.unit, keytrail.user_session: only those the path gives.
+    for (attr, value) in identity.iter().flat_map(|i| i.attributes()) {
+        r.set(attr.key, value);
+    }
 }
 
 /// The absolute path of an open, and whether it could be resolved. Relative paths are joined

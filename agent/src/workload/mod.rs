@@ -1,5 +1,12 @@
 //! Who a process belongs to: its cgroup v2 path (from the cgroup id the kernel reports: the
-//! inode number of the cgroup's directory) and the workload that path names.
+//! inode number of the cgroup's directory) and the workload that path names (`identity`: pod,
+//! container, systemd unit or user session, from the path alone; cached by path in `cache`).
+
+mod cache;
+pub mod identity;
+
+pub use cache::{IdentityCache, identity_of};
+pub use identity::{Attr, CgroupIdentity, Kind};
 
 use std::{
     collections::HashMap,
@@ -34,29 +41,35 @@ pub struct Workload {
     pub name: String,
 }
 
-/// Names the workload of a process from its cgroup path, else from its executable.
-pub fn workload_of(cgroup_path: Option<&str>, exe: Option<&str>, comm: &str) -> Workload {
-    if let Some(unit) = cgroup_path.and_then(systemd_unit) {
-        return Workload {
-            kind: "systemd_unit",
-            name: unit.to_string(),
-        };
+impl Workload {
+    /// The process itself: its executable's basename, else its `comm`.
+    pub fn process(exe: Option<&str>, comm: &str) -> Self {
+        let name = exe
+            .and_then(|e| e.rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(comm);
+        Workload {
+            kind: Kind::Process.as_str(),
+            name: name.to_string(),
+        }
     }
-    let name = exe
-        .and_then(|e| e.rsplit('/').next())
-        .filter(|n| !n.is_empty())
-        .unwrap_or(comm);
-    Workload {
-        kind: "process",
-        name: name.to_string(),
+
+    /// What `identity` names, else the process.
+    pub fn of(identity: Option<&CgroupIdentity>, exe: Option<&str>, comm: &str) -> Self {
+        match identity.and_then(CgroupIdentity::named) {
+            Some((kind, name)) => Workload {
+                kind: kind.as_str(),
+                name: name.to_string(),
+            },
+            None => Self::process(exe, comm),
+        }
     }
 }
 
-/// The innermost `*.service` component of a cgroup path.
-fn systemd_unit(cgroup_path: &str) -> Option<&str> {
-    cgroup_path
-        .rsplit('/')
-        .find(|c| c.ends_with(".service") && c.len() > ".service".len())
+/// Names the workload of a process from its cgroup path, else from its executable.
+pub fn workload_of(cgroup_path: Option<&str>, exe: Option<&str>, comm: &str) -> Workload {
+    let identity = cgroup_path.map(identity_of);
+    Workload::of(identity.as_deref(), exe, comm)
 }
 
 /// Minimum time between two full scans of the cgroup tree.
