@@ -13,9 +13,12 @@ use crate::{
 
 /// keytrail: which workload used which credential toward which destination.
 ///
-/// Traces, from the kernel, the opens of credential files on this host and reports each as a
-/// `keytrail.credential.access` JSON line. Needs root (or CAP_BPF, CAP_PERFMON and
-/// CAP_SYS_ADMIN). Never prints a secret value.
+/// Traces, from the kernel, the credentials the workloads of this host touch (opens of
+/// credential files, secrets in environments at exec and read with getenv, other processes'
+/// /proc/PID/environ, credentials in request headers on outbound connections) and reports each
+/// as a `keytrail.credential.access` JSON line naming the workload and, on the wire, the
+/// destination. Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN). Never prints a secret
+/// value.
 #[derive(Debug, Parser)]
 #[command(name = "keytrail", version)]
 pub struct Cli {
