@@ -167,6 +167,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         }
     }
 
+    // Kubernetes pod watcher (when enabled): its index names the pipeline's records; stops on drop.
+    let _kubernetes = crate::k8s::start(&config.kubernetes);
     let counters = Arc::new(AgentCounters::default());
     let stop_reading = CancellationToken::new();
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);

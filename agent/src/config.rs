@@ -36,6 +36,9 @@ pub struct Config {
     /// Outbound connections and credentials on the wire.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Pod, owner and volume names from the Kubernetes API (`k8s` module).
+    #[serde(default)]
+    pub kubernetes: crate::k8s::KubernetesConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -324,6 +327,10 @@ impl Config {
 
     /// Checks values that parse but make no sense. Pure: touches nothing outside `self`.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        // The `kubernetes:` section validates itself (k8s module).
+        self.kubernetes
+            .validate()
+            .map_err(|(f, m)| ConfigError::field(origin, f, m))?;
         if self.watch.paths.is_empty() {
             return Err(ConfigError::field(
                 origin,
@@ -457,6 +464,7 @@ impl<'de> Deserialize<'de> for RawDefault {
             limits: LimitsConfig,
             env: EnvConfig,
             network: NetworkConfig,
+            kubernetes: crate::k8s::KubernetesConfig,
         }
         let f = Full::deserialize(d)?;
         Ok(RawDefault(Config {
@@ -468,6 +476,7 @@ impl<'de> Deserialize<'de> for RawDefault {
             limits: f.limits,
             env: f.env,
             network: f.network,
+            kubernetes: f.kubernetes,
         }))
     }
 }

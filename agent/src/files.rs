@@ -422,6 +422,8 @@ pub fn set_process(r: &mut Record, header: &EventHeader, who: &Opener<'_>) {
     for (attr, value) in identity.iter().flat_map(|i| i.attributes()) {
         r.set(attr.key, value);
     }
+    // Pod, namespace, container, owner and volume names when the Kubernetes index knows them.
+    crate::k8s::enrich(r, identity.as_deref());
 }
 
 /// The absolute path of an open, and whether it could be resolved. Relative paths are joined

@@ -16,6 +16,7 @@ pub mod events;
 pub mod files;
 pub mod fingerprint_key;
 pub mod inspect;
+pub mod k8s;
 pub mod libc;
 pub mod net;
 pub mod probes;

@@ -81,10 +81,12 @@ async fn shutdown_signal() {
     }
 }
 
-/// Logs go to stderr; level from KEYTRAIL_LOG (default info).
+/// Logs go to stderr; level from KEYTRAIL_LOG (default info). By default the Kubernetes client's
+/// own per-request errors are off: the watcher reports API trouble itself, once, then backs off.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTRAIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTRAIL_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
