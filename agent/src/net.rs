@@ -160,9 +160,11 @@ impl NetAccess {
         match ev.state {
             conn_state::ESTABLISHED => conn.outcome = Some("established"),
             conn_state::FAILED | conn_state::CLOSED => {
-                if ev.state == conn_state::FAILED {
-                    conn.outcome = Some("failed");
-                }
+                conn.outcome = Some(if ev.state == conn_state::FAILED {
+                    "failed"
+                } else {
+                    "established"
+                });
                 if let Some(conn) = self.conns.remove(&ev.cookie) {
                     // A ClientHello still waiting for its end never got it.
                     if !conn.partial.is_empty() {
@@ -189,6 +191,8 @@ impl NetAccess {
             counters.unmatched.fetch_add(1, Ordering::Relaxed);
             return out;
         };
+        // A client sends payload only on an established connection.
+        conn.outcome = Some("established");
         let captured = (ev.captured as usize).min(ev.data.len());
         let mut bytes = std::mem::take(&mut conn.partial);
         bytes.extend_from_slice(&ev.data[..captured]);

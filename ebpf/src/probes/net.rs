@@ -3,7 +3,7 @@
 //! - `cgroup/connect4` and `connect6` run in the connecting process: pid, cgroup, destination
 //!   and the socket cookie, which keys everything after. The cookie goes into
 //!   AWAITING_PAYLOAD.
-//! - `sock_ops` reports the outcome (established, failed) and the end of the connection.
+//! - `sock_ops` reports the end of the connection: failed (closed from SYN_SENT) or closed.
 //! - `cgroup_skb/egress` looks only at sockets in AWAITING_PAYLOAD (one hash lookup for every
 //!   other packet) and copies the start of their first payload packets: a TLS ClientHello, an
 //!   HTTP request head, or the preamble of a protocol that upgrades to TLS later. A socket
@@ -17,8 +17,8 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+        BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
     },
     helpers::{bpf_get_current_pid_tgid, generated},
     macros::{cgroup_skb, cgroup_sock_addr, map, sock_ops, uprobe},
@@ -132,10 +132,9 @@ pub fn net_state(ctx: SockOpsContext) -> u32 {
 #[inline(always)]
 fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
     let op = ctx.op();
-    if op != BPF_SOCK_OPS_TCP_CONNECT_CB
-        && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB
-        && op != BPF_SOCK_OPS_STATE_CB
-    {
+    // Only the connect (to ask for state changes) and the close matter: an established
+    // connection is known from its close, or from its first payload, so no record is spent on it.
+    if op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_STATE_CB {
         return Ok(());
     }
     // SAFETY: a sock_ops context is a valid argument of this helper.
@@ -150,14 +149,6 @@ fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
                 let _ = ctx.set_cb_flags(flags as i32);
             }
             return Ok(());
-        }
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
-            // Only connections the connect hook saw (the agent's own are not).
-            // SAFETY: plain map lookup of a u64 key.
-            if unsafe { AWAITING_PAYLOAD.get(cookie) }.is_none() {
-                return Ok(());
-            }
-            conn_state::ESTABLISHED
         }
         _ => {
             if ctx.arg(1) != BPF_TCP_CLOSE {
