@@ -1,5 +1,5 @@
-//! `cargo xtask bench open|exec|getenv`: what the agent adds to the cost of opening a file,
-//! of starting a program, of reading an environment variable.
+//! `cargo xtask bench open|exec|getenv|net`: what the agent adds to the cost of opening a
+//! file, of starting a program, of reading an environment variable, of network connections.
 //!
 //! Each benchmark times a small C loop (`bench/*_loop.c`, compiled with `cc -O2`) that prints
 //! nanoseconds per operation. The loop runs in several setups, interleaved within each round
@@ -25,9 +25,14 @@
 //!   reports with it on.
 //! - [`getenv`]: one getenv() call, of a non-secret name (`LANG`) and a secret-like one
 //!   (`API_TOKEN`); a report of the per-call cost of the uprobe, without a target.
+//! - [`net`]: TCP connects, TLS handshakes, bulk TLS throughput over loopback and, as a
+//!   control, write() to `/dev/null`; no floor (there is no network family), the agent with
+//!   its network programs off instead; `--check` fails unless the agent keeps 95% of the
+//!   rates and the write() cost within 2%.
 
 mod exec;
 mod getenv;
+mod net;
 mod open;
 
 use std::{
@@ -95,6 +100,9 @@ enum Bench {
     Exec(exec::Options),
     /// Cost of a getenv() call with no agent, with an empty uprobe attached, with the agent.
     Getenv(getenv::Options),
+    /// TCP connects, TLS handshakes, bulk TLS throughput and plain write()s with no agent,
+    /// with the agent's network programs off, with the agent.
+    Net(net::Options),
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -102,6 +110,7 @@ pub fn run(opts: Options) -> Result<()> {
         Bench::Open(opts) => open::run(opts),
         Bench::Exec(opts) => exec::run(opts),
         Bench::Getenv(opts) => getenv::run(opts),
+        Bench::Net(opts) => net::run(opts),
     }
 }
 
@@ -190,16 +199,25 @@ impl Bencher {
 
     /// Runs the loop `cmd` with `attach` beside it.
     fn measure(&mut self, attach: Attach<'_>, cmd: &mut Command) -> Result<Sample> {
+        self.measure_with(attach, &mut || run_loop(cmd))
+    }
+
+    /// Runs `workload`, which returns nanoseconds per operation, with `attach` beside it.
+    fn measure_with(
+        &mut self,
+        attach: Attach<'_>,
+        workload: &mut dyn FnMut() -> Result<f64>,
+    ) -> Result<Sample> {
         check_interrupted()?;
         self.runs += 1;
         match attach {
             Attach::None => Ok(Sample {
-                ns_per_op: run_loop(cmd)?,
+                ns_per_op: workload()?,
                 stats: None,
                 events: None,
             }),
-            Attach::Floor(family) => self.with_floor(family, cmd),
-            Attach::Agent(config) => self.with_agent(config, cmd),
+            Attach::Floor(family) => self.with_floor(family, workload),
+            Attach::Agent(config) => self.with_agent(config, workload),
         }
     }
 
@@ -211,7 +229,11 @@ impl Bencher {
 
     /// `keytrail bench-floor`: stats lines on stdout, the first one once attached, a final
     /// one after SIGTERM.
-    fn with_floor(&self, family: &str, loop_cmd: &mut Command) -> Result<Sample> {
+    fn with_floor(
+        &self,
+        family: &str,
+        workload: &mut dyn FnMut() -> Result<f64>,
+    ) -> Result<Sample> {
         let (log, log_file) = self.log_file("floor")?;
         let mut cmd = Command::new(&self.agent);
         cmd.args([FLOOR_SUBCOMMAND, FAMILY_FLAG, family])
@@ -259,7 +281,7 @@ impl Bencher {
             }
         }
 
-        let ns_per_op = run_loop(loop_cmd)?;
+        let ns_per_op = workload()?;
         child.terminate()?;
         let mut last = None;
         loop {
@@ -291,7 +313,11 @@ impl Bencher {
 
     /// `keytrail agent --jsonl FILE`: ready once a stats line is in FILE; writes a final
     /// one there after SIGTERM.
-    fn with_agent(&self, config: Option<&Path>, loop_cmd: &mut Command) -> Result<Sample> {
+    fn with_agent(
+        &self,
+        config: Option<&Path>,
+        workload: &mut dyn FnMut() -> Result<f64>,
+    ) -> Result<Sample> {
         let (log, log_file) = self.log_file("agent")?;
         let events = self.dir().join(format!("events-{}.jsonl", self.runs));
         let mut cmd = Command::new(&self.agent);
@@ -332,7 +358,7 @@ impl Bencher {
             thread::sleep(POLL_INTERVAL);
         }
 
-        let ns_per_op = run_loop(loop_cmd)?;
+        let ns_per_op = workload()?;
         child.terminate()?;
         let stats = last_stats_line(&events)?.with_context(|| {
             format!(
