@@ -63,6 +63,9 @@ pub const NET_PAYLOAD: &str = "net_payload";
 pub const TLS_WRITE_PROGRAM: &str = "tls_write";
 /// The libssl functions it attaches to.
 pub const TLS_WRITE_SYMBOLS: &[&str] = &["SSL_write", "SSL_write_ex"];
+/// The uprobe program that forgets an SSL object at SSL_free/SSL_clear, and its symbols.
+pub const TLS_FREE_PROGRAM: &str = "tls_free";
+pub const TLS_FREE_SYMBOLS: &[&str] = &["SSL_free", "SSL_clear"];
 
 /// The uprobe program for getenv and secure_getenv; attached per libc file as libcs are found.
 pub const GETENV_PROGRAM: &str = "getenv_enter";
@@ -315,6 +318,7 @@ impl Probes {
         self.record(NET_PAYLOAD, r);
         if tls_write {
             self.load_uprobe(TLS_WRITE_PROGRAM);
+            self.load_uprobe(TLS_FREE_PROGRAM);
         }
     }
 
@@ -340,6 +344,12 @@ impl Probes {
 
     /// Attaches the SSL_write uprobe to SSL_write and SSL_write_ex of the libssl at `path`.
     pub fn attach_tls_write(&mut self, path: &std::path::Path) -> Result<usize, String> {
+        // Without the free hook a reused SSL address would hide later connections' writes.
+        if self.attached.contains(&TLS_FREE_PROGRAM)
+            && let Err(e) = self.attach_symbols(TLS_FREE_PROGRAM, TLS_FREE_SYMBOLS, path)
+        {
+            tracing::warn!(error = %e, "SSL_free/SSL_clear not probed: later connections reusing an SSL object's address are not inspected");
+        }
         let r = self.attach_symbols(TLS_WRITE_PROGRAM, TLS_WRITE_SYMBOLS, path);
         match r {
             Ok(_) => self.tls_libraries += 1,

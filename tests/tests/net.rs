@@ -570,3 +570,74 @@ urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=5)
     let text: String = run.events.iter().map(|e| e.to_string() + "\n").collect();
     assert_no_leak("JSON lines", &text, &secret);
 }
+
+#[test]
+fn each_sequential_tls_connection_has_its_first_request_inspected() {
+    let mut agent = Agent::start(Some(CONNECTIONS_ON));
+    let server = TlsServer::start("127.0.0.1");
+    let cgroup = CgroupGuard::new("net-sequential");
+    let tokens: Vec<String> = (0..3)
+        .map(|_| format!("ghp_{}", random(ALNUM, 36)))
+        .collect();
+    // One process, three connections one after the other: OpenSSL frees each SSL object and
+    // may allocate the next one at the same address.
+    let script = r#"
+import os, ssl, sys, urllib.request
+port = int(sys.argv[1])
+ctx = ssl._create_unverified_context()
+for token in os.environ["TOKENS"].split(","):
+    req = urllib.request.Request(f"https://127.0.0.1:{port}/", headers={"Authorization": "Bearer " + token})
+    urllib.request.urlopen(req, context=ctx, timeout=5).read()
+"#;
+    let joined = tokens.join(",");
+    let (pid, out) = run_in_cgroup(
+        &cgroup,
+        "python3",
+        &["-c", script, &server.port.to_string()],
+        &[
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("TOKENS", &joined),
+        ],
+    );
+    assert!(out.status.success(), "python: {out:?}");
+    let wire_of = |events: &[Value]| -> usize {
+        events
+            .iter()
+            .filter(|e| {
+                e["keytrail.credential.source"] == "wire"
+                    && e["process.pid"] == pid
+                    && e["keytrail.wire.protocol"] == "tls"
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wire_of(&agent.events()) < tokens.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} requests seen",
+            wire_of(&agent.events()),
+            tokens.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = agent.stop();
+    let fingerprints: std::collections::BTreeSet<String> = run
+        .events
+        .iter()
+        .filter(|e| e["keytrail.credential.source"] == "wire" && e["process.pid"] == pid)
+        .filter_map(|e| {
+            e["keytrail.credential.fingerprint"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        fingerprints.len(),
+        tokens.len(),
+        "one fingerprint per token"
+    );
+    let text: String = run.events.iter().map(|e| e.to_string() + "\n").collect();
+    for t in &tokens {
+        assert_no_leak("JSON lines", &text, t);
+    }
+}

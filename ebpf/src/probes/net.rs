@@ -46,7 +46,8 @@ const PAYLOAD_MASK: usize = PAYLOAD_CAP - 1;
 #[map]
 static AWAITING_PAYLOAD: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MAX_AWAITING, 0);
 
-/// (SSL object, tgid) whose first SSL_write was copied.
+/// (SSL object, tgid) whose first SSL_write was copied; removed at SSL_free/SSL_clear, so an
+/// object allocated at the same address for the next connection is copied again.
 #[map]
 static SSL_SEEN: LruHashMap<SslKey, u8> = LruHashMap::with_max_entries(MAX_SSL_SEEN, 0);
 
@@ -350,4 +351,14 @@ fn on_ssl_write(ctx: &ProbeContext) -> ProbeResult {
     }
     entry.submit(submit_flags());
     Ok(())
+}
+
+/// SSL_free(ssl) and SSL_clear(ssl): the object's next write belongs to a new connection.
+#[uprobe]
+pub fn tls_free(ctx: ProbeContext) -> u32 {
+    let tgid = bpf_get_current_pid_tgid() >> 32;
+    if let Some(ssl) = ctx.arg::<u64>(0) {
+        let _ = SSL_SEEN.remove(SslKey { ssl, tgid });
+    }
+    0
 }
