@@ -573,7 +573,7 @@ urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=5)
 
 #[test]
 fn each_sequential_tls_connection_has_its_first_request_inspected() {
-    let mut agent = Agent::start(Some(CONNECTIONS_ON));
+    let agent = Agent::start(Some(CONNECTIONS_ON));
     let server = TlsServer::start("127.0.0.1");
     let cgroup = CgroupGuard::new("net-sequential");
     let tokens: Vec<String> = (0..3)
