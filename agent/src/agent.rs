@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use keytrail_common::EnvSource;
+use keytrail_common::{EnvSource, EventHeader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ use crate::{
     libc::{LibcFile, LibcFinder, Library},
     net::{NetAccess, NetOutcome},
     probes::{self, ProbeError, Probes},
-    procs::ProcessTable,
+    procs::{ProcInfo, ProcessTable},
     record::Record,
     sink::jsonl::{Destination, JsonlError, JsonlSink},
     stats::{AgentCounters, stats_record},
@@ -336,6 +336,13 @@ impl Pipeline {
         }
     }
 
+    /// The process, cgroup path and wall-clock time of a kernel record.
+    fn who(&mut self, h: &EventHeader) -> (ProcInfo, Option<String>, SystemTime) {
+        let proc = self.procs.lookup(h.pid, &comm(h));
+        let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+        (proc, cgroup_path, self.clock.wall(h.time_ns))
+    }
+
     fn net_outcome(&self, outcome: NetOutcome) -> Vec<Record> {
         if let Some(cookie) = outcome.forget_cookie {
             let _ = self.probe_tx.send(ProbeRequest::ForgetConnection(cookie));
@@ -361,13 +368,11 @@ impl Pipeline {
                     let found = finder.on_exec(h.pid);
                     self.attach_libcs(found);
                 }
-                let proc = self.procs.lookup(h.pid, &comm(h));
-                let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+                let (proc, cgroup_path, time) = self.who(h);
                 let who = Opener {
                     proc: &proc,
                     cgroup_path: cgroup_path.as_deref(),
                 };
-                let time = self.clock.wall(h.time_ns);
                 let outcome = self
                     .env
                     .on_exec(e, &who, time, &mut self.first_seen, &counters.env);
@@ -385,13 +390,11 @@ impl Pipeline {
             }
             KernelEvent::NetConnect(e) => {
                 let h = &e.header;
-                let proc = self.procs.lookup(h.pid, &comm(h));
-                let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+                let (proc, cgroup_path, time) = self.who(h);
                 let who = Opener {
                     proc: &proc,
                     cgroup_path: cgroup_path.as_deref(),
                 };
-                let time = self.clock.wall(h.time_ns);
                 self.net.on_connect(e, &who, time);
                 Vec::new()
             }
@@ -415,25 +418,21 @@ impl Pipeline {
             }
             KernelEvent::EnvVar(e) => {
                 let h = &e.header;
-                let proc = self.procs.lookup(h.pid, &comm(h));
-                let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+                let (proc, cgroup_path, time) = self.who(h);
                 let who = Opener {
                     proc: &proc,
                     cgroup_path: cgroup_path.as_deref(),
                 };
-                let time = self.clock.wall(h.time_ns);
                 self.env
                     .on_getenv(e, &who, time, &mut self.first_seen, &counters.env)
             }
             KernelEvent::FileOpen(e) => {
                 let h = &e.header;
-                let proc = self.procs.lookup(h.pid, &comm(h));
-                let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
+                let (proc, cgroup_path, time) = self.who(h);
                 let who = Opener {
                     proc: &proc,
                     cgroup_path: cgroup_path.as_deref(),
                 };
-                let time = self.clock.wall(h.time_ns);
                 let Some(access) = self.files.on_open(e, &who, time, &counters.files) else {
                     return Vec::new();
                 };

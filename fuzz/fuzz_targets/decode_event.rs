@@ -1,10 +1,23 @@
 //! `events::decode` on an arbitrary ring buffer record, then what the agent reads from the
-//! decoded event first: its header, `comm`, and the path or filename text.
+//! decoded event first: its header, `comm`, the path or filename text, and for payload
+//! records the captured bytes through the payload classifier (with the record's own, possibly
+//! lying, length fields).
 
 #![no_main]
 
-use keytrail::events::{self, KernelEvent};
+use std::time::{Duration, SystemTime};
+
+use keytrail::{
+    credential::Classifier,
+    events::{self, KernelEvent},
+    wire,
+};
 use libfuzzer_sys::fuzz_target;
+
+/// The bytes of `data` the record says are in use.
+fn captured(data: &[u8], captured: u32) -> &[u8] {
+    &data[..(captured as usize).min(data.len())]
+}
 
 fuzz_target!(|data: &[u8]| {
     let event = match events::decode(data) {
@@ -22,6 +35,17 @@ fuzz_target!(|data: &[u8]| {
         KernelEvent::ProcExec(e) => {
             let _ = events::text(&e.filename, e.filename_len);
         }
-        KernelEvent::ProcExit(_) => {}
+        KernelEvent::NetPayload(e) => {
+            let c = Classifier::new(b"fuzz", Duration::from_secs(86400));
+            let _ = wire::classify_payload(captured(&e.data, e.captured), &c, SystemTime::now());
+        }
+        KernelEvent::TlsWrite(e) => {
+            let c = Classifier::new(b"fuzz", Duration::from_secs(86400));
+            let _ = wire::classify_payload(captured(&e.data, e.captured), &c, SystemTime::now());
+        }
+        KernelEvent::EnvVar(e) => {
+            let _ = events::text(&e.data, e.len);
+        }
+        KernelEvent::ProcExit(_) | KernelEvent::NetConnect(_) | KernelEvent::NetState(_) => {}
     }
 });

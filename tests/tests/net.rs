@@ -27,30 +27,7 @@ impl TlsServer {
     fn start(host: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args([
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=api.example.test",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl req");
-        assert!(status.success());
+        self_signed(&key, &cert, "api.example.test");
         let port = free_port(host);
         let child = Command::new("openssl")
             .args(["s_server", "-quiet", "-www", "-accept"])
@@ -83,6 +60,34 @@ impl Drop for TlsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A fresh self-signed EC P-256 certificate for `cn`, and its key.
+fn self_signed(key: &std::path::Path, cert: &std::path::Path, cn: &str) {
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+        ])
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl req");
+    assert!(status.success(), "openssl req failed");
 }
 
 fn bracket(host: &str) -> String {
@@ -395,30 +400,7 @@ impl Postgres {
             .expect("initdb");
         assert!(out.status.success(), "initdb: {out:?}");
         let (key, cert) = (data.join("server.key"), data.join("server.crt"));
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args([
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=db.example.test",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl req");
-        assert!(status.success());
+        self_signed(&key, &cert, "db.example.test");
         for f in [&key, &cert] {
             std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
         }
