@@ -363,9 +363,10 @@ impl Pipeline {
             KernelEvent::ProcExec(e) => {
                 let h = &e.header;
                 self.procs.on_exec(e);
-                self.inspector.observe(h.pid, h.cgroup_id);
+                let mnt_ns = crate::rootfs::mount_ns(h.pid);
+                self.inspector.observe(h.pid, h.cgroup_id, mnt_ns);
                 if let Some(finder) = &mut self.libcs {
-                    let found = finder.on_exec(h.pid);
+                    let found = finder.on_exec(h.pid, mnt_ns);
                     self.attach_libcs(found);
                 }
                 let (proc, cgroup_path, time) = self.who(h);

@@ -57,8 +57,8 @@ impl Inspector {
     }
 
     /// Keeps a root handle for the cgroup of a process seen alive (at exec).
-    pub fn observe(&mut self, pid: u32, cgroup_id: u64) {
-        self.roots.observe(pid, cgroup_id);
+    pub fn observe(&mut self, pid: u32, cgroup_id: u64, mnt_ns: Option<u64>) {
+        self.roots.observe(pid, cgroup_id, mnt_ns);
     }
 
     /// Reads and classifies `path` as process `pid` (in cgroup `cgroup_id` at `cgroup_path`)

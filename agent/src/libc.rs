@@ -149,12 +149,13 @@ impl LibcFinder {
 
     /// A process just exec'd: look in its root if its mount namespace is new, and plan a look
     /// at its maps.
-    pub fn on_exec(&mut self, pid: u32) -> Vec<LibcFile> {
+    /// `mnt_ns` is the process's mount namespace, read once per exec by the caller.
+    pub fn on_exec(&mut self, pid: u32, mnt_ns: Option<u64>) -> Vec<LibcFile> {
         let mut out = Vec::new();
         if !self.is_active() {
             return out;
         }
-        let Some(ns) = rootfs::mount_ns(pid) else {
+        let Some(ns) = mnt_ns else {
             return out;
         };
         let checks = self.namespaces.entry(ns).or_insert(0);

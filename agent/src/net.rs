@@ -158,7 +158,6 @@ impl NetAccess {
             return out;
         };
         match ev.state {
-            conn_state::ESTABLISHED => conn.outcome = Some("established"),
             conn_state::FAILED | conn_state::CLOSED => {
                 conn.outcome = Some(if ev.state == conn_state::FAILED {
                     "failed"

@@ -244,8 +244,9 @@ impl Roots {
     }
 
     /// Remembers the root of a live process of `cgroup_id` (called at exec and at opens).
-    pub fn observe(&mut self, pid: u32, cgroup_id: u64) {
-        let Some(ns) = mount_ns(pid) else { return };
+    /// `mnt_ns` is the process's mount namespace ([`mount_ns`]), read once per exec by the caller.
+    pub fn observe(&mut self, pid: u32, cgroup_id: u64, mnt_ns: Option<u64>) {
+        let Some(ns) = mnt_ns else { return };
         if self
             .by_cgroup
             .get(&cgroup_id)
@@ -271,7 +272,7 @@ impl Roots {
         cgroup_dir: Option<&Path>,
     ) -> Result<(OwnedFd, RootSource), ReadError> {
         if let Ok(root) = open_root(pid) {
-            self.observe(pid, cgroup_id);
+            self.observe(pid, cgroup_id, mount_ns(pid));
             return Ok((root, RootSource::Process));
         }
         let kept_ns = self.by_cgroup.get(&cgroup_id).map(|h| h.mnt_ns);
@@ -357,7 +358,7 @@ mod tests {
             roots.root_for(u32::MAX, 7, None).unwrap_err(),
             ReadError::NoRoot
         );
-        roots.observe(std::process::id(), 7);
+        roots.observe(std::process::id(), 7, mount_ns(std::process::id()));
         let (_, source) = roots.root_for(u32::MAX, 7, None).unwrap();
         assert_eq!(source, RootSource::KeptHandle);
     }

@@ -349,8 +349,6 @@ pub mod family {
 
 /// [`NetState::state`] values.
 pub mod conn_state {
-    /// The handshake completed (not sent today: the close or the first payload tells).
-    pub const ESTABLISHED: u32 = 1;
     /// The socket closed before it was established (refused, unreachable, timed out).
     pub const FAILED: u32 = 2;
     /// An established connection closed.

@@ -84,30 +84,119 @@ impl CgroupGuard {
     pub fn id(&self) -> u64 {
         std::fs::metadata(&self.dir).expect("cgroup dir").ino()
     }
-
-    fn procs_file(&self) -> PathBuf {
-        self.dir.join("cgroup.procs")
-    }
 }
 
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let pids = std::fs::read_to_string(self.procs_file()).unwrap_or_default();
-            if pids.trim().is_empty() {
-                break;
-            }
-            for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: plain kill(2).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        empty_cgroup(&self.dir);
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A tree of cgroups below one fresh [`CgroupGuard`] (`/kt-test-<label>-<pid>-<n>`), so the
+/// layouts of container runtimes, the kubelet and systemd can be built without touching the
+/// host's own. On drop, every directory it created is emptied (its processes killed) and
+/// removed, deepest first, before the guard removes the top one.
+pub struct CgroupTree {
+    /// Created directories in creation order: a parent always before its children.
+    created: Vec<PathBuf>,
+    /// Dropped after `created` is gone (fields drop after `Drop::drop`).
+    base: CgroupGuard,
+}
+
+/// One leaf cgroup of a [`CgroupTree`]: processes live only in leaves.
+pub struct Leaf {
+    pub dir: PathBuf,
+    /// As the agent reports it in `keytrail.cgroup.path`.
+    pub rel: String,
+}
+
+impl CgroupTree {
+    pub fn new(label: &str) -> Self {
+        Self {
+            created: Vec::new(),
+            base: CgroupGuard::new(label),
+        }
+    }
+
+    /// The flat cgroup the tree hangs below (a process can start there, then move to a leaf).
+    pub fn base(&self) -> &CgroupGuard {
+        &self.base
+    }
+
+    /// Creates `nested` (`a.slice/b.slice/c.scope`) below the base, parents included.
+    pub fn leaf(&mut self, nested: &str) -> Leaf {
+        let mut dir = self.base.dir.clone();
+        let mut rel = self.base.rel_path().to_string();
+        for comp in nested.split('/').filter(|c| !c.is_empty()) {
+            dir.push(comp);
+            rel.push('/');
+            rel.push_str(comp);
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir)
+                    .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+                self.created.push(dir.clone());
+            }
+        }
+        Leaf { dir, rel }
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        for dir in self.created.iter().rev() {
+            empty_cgroup(dir);
+            // A cgroup is busy for a moment after its last process exits.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Leaf {
+    /// Runs `program args...` to completion inside this cgroup with exactly `env` (the child
+    /// moves itself here before exec, so the exec and its environment happen here); it must
+    /// succeed. Returns its pid.
+    pub fn run(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        in_cgroup_dir(&mut cmd, &self.dir);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+        let pid = child.id();
+        let status = child.wait().expect("waiting for the child");
+        assert!(status.success(), "{program} failed: {status}");
+        pid
+    }
+
+    /// Moves a running process here (as root, from outside).
+    pub fn adopt(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.rel));
+    }
+}
+
+/// Kills what is left in cgroup `dir` and waits (up to 5 s) until it is empty.
+fn empty_cgroup(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if pids.trim().is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -193,7 +282,12 @@ impl Drop for Workload {
 /// Makes `cmd`'s child move itself into `cgroup` before it execs, so the exec and everything
 /// after happen there.
 pub fn in_cgroup(cmd: &mut Command, cgroup: &CgroupGuard) {
-    let procs = cgroup.procs_file();
+    in_cgroup_dir(cmd, &cgroup.dir);
+}
+
+/// [`in_cgroup`] for any cgroup directory (a [`Leaf`] of a [`CgroupTree`]).
+pub fn in_cgroup_dir(cmd: &mut Command, dir: &Path) {
+    let procs = dir.join("cgroup.procs");
     // SAFETY: only async-signal-safe calls between fork and exec (open/write/close).
     unsafe {
         cmd.pre_exec(move || {
@@ -287,6 +381,16 @@ impl Agent {
     /// Starts the agent with `config_yaml` (None: the embedded default) and waits until its
     /// first `keytrail.agent.stats` event says the probes are attached.
     pub fn start(config_yaml: Option<&str>) -> Self {
+        Self::start_with_env(config_yaml, &[], &[])
+    }
+
+    /// Like [`Agent::start`], with variables added to (`env`) and removed from (`remove`) the
+    /// environment the agent inherits from the test.
+    pub fn start_with_env(
+        config_yaml: Option<&str>,
+        env: &[(&str, &std::ffi::OsStr)],
+        remove: &[&str],
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("kt-agent-")
             .tempdir()
@@ -304,7 +408,11 @@ impl Agent {
             std::fs::write(&path, yaml).expect("write config");
             cmd.arg("--config").arg(path);
         }
-        cmd.stdin(Stdio::null())
+        for var in remove {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("agent log"));
         let child = cmd.spawn().expect("spawning keytrail agent");
@@ -372,10 +480,16 @@ impl Agent {
 
     /// Waits until an event satisfies `pred`; panics with the agent's log on timeout or exit.
     pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(what, |a| a.events().into_iter().find(|e| pred(e)))
+    }
+
+    /// Waits until `done` returns something (checked every 50 ms), failing if the agent exits
+    /// or TIMEOUT passes.
+    pub fn wait_until(&mut self, what: &str, done: impl Fn(&Self) -> Option<Value>) -> Value {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
-                return e;
+            if let Some(v) = done(self) {
+                return v;
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()

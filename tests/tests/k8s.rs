@@ -12,11 +12,10 @@
 //! creates; everything is scoped to that cgroup (other agents and tests share the node).
 
 use std::{
+    ffi::OsStr,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -24,10 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keytrail_tests::{
-    ALNUM, CgroupGuard, TIMEOUT, Workload, assert_no_leak, cgroup2_mount, keytrail_bin, random,
-    read_jsonl,
-};
+use keytrail_tests::{ALNUM, Agent, CgroupTree, Leaf, Workload, assert_no_leak, random};
 use serde_json::Value;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_kt-workload");
@@ -173,196 +169,30 @@ fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
     path
 }
 
-/// The agent with extra environment variables (the harness's `Agent::start` passes the test's
-/// environment only), writing JSON lines and its log to a private directory.
-struct K8sAgent {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    jsonl: PathBuf,
-    log: PathBuf,
-}
-
-impl K8sAgent {
-    fn start(env: &[(&str, &Path)], node: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("kt-agent-k8s-")
-            .tempdir()
-            .expect("tempdir");
-        let jsonl = dir.path().join("events.jsonl");
-        let log = dir.path().join("agent.log");
-        let mut cmd = Command::new(keytrail_bin());
-        cmd.arg("agent")
-            .arg("--jsonl")
-            .arg(&jsonl)
-            .arg("--state")
-            .arg(dir.path().join("state").join("keytrail.db"))
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("NODE_NAME", node)
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("agent log"));
-        let child = cmd.spawn().expect("spawning keytrail agent");
-        let mut agent = Self {
-            child: Some(child),
-            dir,
-            jsonl,
-            log,
-        };
-        agent.wait_for("agent readiness", |e| {
-            e["event.name"] == "keytrail.agent.stats"
-        });
-        agent
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn events(&self) -> Vec<Value> {
-        read_jsonl(&self.jsonl)
-    }
-
-    fn wait_until(&mut self, what: &str, done: impl Fn(&Self) -> Option<Value>) -> Value {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(v) = done(self) {
-                return v;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "agent exited ({status}) waiting for {what}; log:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_until(what, |a| a.events().into_iter().find(|e| pred(e)))
-    }
-
-    /// SIGTERM, wait; returns the events and the log.
-    fn stop(mut self) -> (Vec<Value>, String) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + TIMEOUT;
-            while !matches!(child.try_wait(), Ok(Some(_))) {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        (self.events(), self.log())
-    }
-}
-
-impl Drop for K8sAgent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// The agent pointed at the recorded API server: `KUBECONFIG` and `NODE_NAME` as a DaemonSet
+/// would set them, and no in-cluster variables inherited from the test's own environment.
+fn k8s_agent(kubeconfig: &Path) -> Agent {
+    Agent::start_with_env(
+        None,
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("NODE_NAME", OsStr::new(NODE)),
+        ],
+        &["KUBERNETES_SERVICE_HOST"],
+    )
 }
 
 /// The pod's container cgroup, as the kubelet's systemd driver and containerd name it, below
 /// a fresh test cgroup: `<base>/kubepods.slice/kubepods-burstable.slice/
-/// kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope`. Removed deepest first.
-struct PodCgroup {
-    /// Created directories, parents first.
-    created: Vec<PathBuf>,
-    leaf: PathBuf,
-    /// As the agent reports it in `keytrail.cgroup.path`.
-    rel: String,
-    base: CgroupGuard,
-}
-
-impl PodCgroup {
-    fn new(label: &str) -> Self {
-        let base = CgroupGuard::new(label);
-        let uid_ = POD_UID.replace('-', "_");
-        let nested = format!(
-            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/\
-             cri-containerd-{CONTAINER_ID}.scope"
-        );
-        let mut dir = cgroup2_mount().join(base.rel_path().trim_start_matches('/'));
-        let mut created = Vec::new();
-        for comp in nested.split('/') {
-            dir.push(comp);
-            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cgroup {}: {e}", dir.display()));
-            created.push(dir.clone());
-        }
-        Self {
-            created,
-            rel: format!("{}/{nested}", base.rel_path()),
-            leaf: dir,
-            base,
-        }
-    }
-
-    /// Runs `program args...` to completion in the container cgroup with exactly `env`.
-    fn run(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let procs = self.leaf.join("cgroup.procs");
-        // SAFETY: only async-signal-safe calls between fork and exec (open/write/close).
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut f = std::fs::OpenOptions::new().write(true).open(&procs)?;
-                f.write_all(b"0")?;
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawning");
-        let pid = child.id();
-        assert!(child.wait().expect("wait").success());
-        pid
-    }
-
-    fn adopt(&self, pid: u32) {
-        std::fs::write(self.leaf.join("cgroup.procs"), pid.to_string()).expect("adopt");
-    }
-}
-
-impl Drop for PodCgroup {
-    fn drop(&mut self) {
-        for dir in self.created.iter().rev() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: plain kill(2).
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                if (pids.trim().is_empty() && std::fs::remove_dir(dir).is_ok())
-                    || !dir.exists()
-                    || Instant::now() > deadline
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = &self.base;
-    }
+/// kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope`.
+fn pod_cgroup(label: &str) -> (CgroupTree, Leaf) {
+    let mut tree = CgroupTree::new(label);
+    let uid_ = POD_UID.replace('-', "_");
+    let leaf = tree.leaf(&format!(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/\
+         cri-containerd-{CONTAINER_ID}.scope"
+    ));
+    (tree, leaf)
 }
 
 fn aws_pair() -> (String, String) {
@@ -384,7 +214,7 @@ fn pod_owner_and_secret_volume_names_from_the_api() {
     let server = ApiServer::start();
     let scratch = tempfile::tempdir().expect("tempdir");
     let config = kubeconfig(scratch.path(), &format!("http://127.0.0.1:{}", server.port));
-    let mut agent = K8sAgent::start(&[("KUBECONFIG", &config)], NODE);
+    let mut agent = k8s_agent(&config);
     agent.wait_until("the pods of the node indexed", |a| {
         a.log()
             .contains("Kubernetes pods of this node indexed")
@@ -396,7 +226,7 @@ fn pod_owner_and_secret_volume_names_from_the_api() {
             && r.contains("fieldSelector=spec.nodeName%3Dkt-node-1")),
         "the pod list is not scoped to the node: {requests:?}"
     );
-    let cgroup = PodCgroup::new("k8s-api");
+    let (tree, cgroup) = pod_cgroup("k8s-api");
 
     // 1. A secret in the environment of a process exec'd in the container.
     let (key_id, secret) = aws_pair();
@@ -448,7 +278,7 @@ fn pod_owner_and_secret_volume_names_from_the_api() {
 
     // 2. The Secret volume, laid out as the kubelet writes it: <mount>/..<timestamp>/token,
     // ..data -> ..<timestamp>, token -> ..data/token; opened through the symlinks.
-    let mut w = Workload::spawn(WORKLOAD.as_ref(), &cgroup.base);
+    let mut w = Workload::spawn(WORKLOAD.as_ref(), tree.base());
     cgroup.adopt(w.pid());
     let mount = "/var/run/secrets/app";
     let stamp = "..2026_05_02_08_14_33.418273645";
@@ -481,7 +311,8 @@ fn pod_owner_and_secret_volume_names_from_the_api() {
         }
     }
     drop(w);
-    let (events, log) = agent.stop();
+    let run = agent.stop();
+    let (events, log) = (run.events, run.stderr);
     let all: String = events.iter().map(|e| e.to_string()).collect();
     assert_no_leak("JSON lines", &all, &secret);
     assert_no_leak("agent log", &log, &secret);
@@ -501,8 +332,8 @@ fn unreachable_api_keeps_cgroup_names_and_warns_once() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let config = kubeconfig(scratch.path(), &format!("http://127.0.0.1:{port}"));
     let started = Instant::now();
-    let mut agent = K8sAgent::start(&[("KUBECONFIG", &config)], NODE);
-    let cgroup = PodCgroup::new("k8s-down");
+    let mut agent = k8s_agent(&config);
+    let (_tree, cgroup) = pod_cgroup("k8s-down");
     let (key_id, secret) = aws_pair();
     let pid = cgroup.run(
         "/bin/sleep",
@@ -530,7 +361,7 @@ fn unreachable_api_keeps_cgroup_names_and_warns_once() {
         std::thread::sleep(left);
     }
     let dir = agent.dir.path().to_path_buf();
-    let (_, log) = agent.stop();
+    let log = agent.stop().stderr;
     let lines = kubernetes_lines(&log);
     assert_eq!(
         lines.len(),

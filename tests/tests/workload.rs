@@ -4,15 +4,7 @@
 //! attributes the agent puts on their credential events. No Kubernetes API, no runtime: the
 //! path alone names the workload.
 
-use std::{
-    io::Write as _,
-    os::unix::process::CommandExt as _,
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
-
-use keytrail_tests::{ALNUM, Agent, CgroupGuard, Workload, assert_no_leak, cgroup2_mount, random};
+use keytrail_tests::{ALNUM, Agent, CgroupTree, Workload, assert_no_leak, random};
 use serde_json::Value;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_kt-workload");
@@ -26,123 +18,6 @@ const IDENTITY_KEYS: &[&str] = &[
     "keytrail.systemd.unit",
     "keytrail.user_session",
 ];
-
-/// A tree of cgroups below one fresh [`CgroupGuard`] (`/kt-test-<label>-<pid>-<n>`), so the
-/// realistic layouts of the runtimes can be built without touching the host's own. On drop,
-/// every directory it created is emptied (its processes killed) and removed, deepest first,
-/// before the guard removes the top one.
-struct CgroupTree {
-    /// Created directories in creation order: a parent always before its children.
-    created: Vec<PathBuf>,
-    /// Dropped after `created` is gone (fields drop after `Drop::drop`).
-    base: CgroupGuard,
-}
-
-/// One leaf cgroup of a [`CgroupTree`]: processes live only in leaves.
-struct Leaf {
-    dir: PathBuf,
-    /// As the agent reports it in `keytrail.cgroup.path`.
-    rel: String,
-}
-
-impl CgroupTree {
-    fn new(label: &str) -> Self {
-        Self {
-            created: Vec::new(),
-            base: CgroupGuard::new(label),
-        }
-    }
-
-    fn base_dir(&self) -> PathBuf {
-        cgroup2_mount().join(self.base.rel_path().trim_start_matches('/'))
-    }
-
-    /// Creates `nested` (`a.slice/b.slice/c.scope`) below the base, parents included.
-    fn leaf(&mut self, nested: &str) -> Leaf {
-        let mut dir = self.base_dir();
-        let mut rel = self.base.rel_path().to_string();
-        for comp in nested.split('/').filter(|c| !c.is_empty()) {
-            dir.push(comp);
-            rel.push('/');
-            rel.push_str(comp);
-            if !dir.is_dir() {
-                std::fs::create_dir(&dir)
-                    .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
-                self.created.push(dir.clone());
-            }
-        }
-        Leaf { dir, rel }
-    }
-}
-
-impl Drop for CgroupTree {
-    fn drop(&mut self) {
-        for dir in self.created.iter().rev() {
-            empty_cgroup(dir);
-            // A cgroup is busy for a moment after its last process exits.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-/// Kills what is left in cgroup `dir` and waits until it is empty.
-fn empty_cgroup(dir: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        if pids.trim().is_empty() || Instant::now() > deadline {
-            return;
-        }
-        for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Leaf {
-    fn procs(&self) -> PathBuf {
-        self.dir.join("cgroup.procs")
-    }
-
-    /// Runs `program args...` to completion inside this cgroup with exactly `env`: the child
-    /// moves itself here before exec, so the exec (and its environment) happens here.
-    fn run(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let procs = self.procs();
-        // SAFETY: only async-signal-safe calls between fork and exec (open/write/close).
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut f = std::fs::OpenOptions::new().write(true).open(&procs)?;
-                f.write_all(b"0")?;
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
-        let pid = child.id();
-        let status = child.wait().expect("waiting for the child");
-        assert!(status.success(), "{program} failed: {status}");
-        pid
-    }
-
-    /// Moves a running process here (as root, from outside).
-    fn adopt(&self, pid: u32) {
-        std::fs::write(self.procs(), pid.to_string())
-            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.rel));
-    }
-}
 
 fn hex(len: usize) -> String {
     random(b"0123456789abcdef", len)
@@ -369,7 +244,7 @@ fn user_session_scope() {
     env_case(
         "wl-session",
         "user.slice/user-1000.slice/session-3.scope",
-        "user_session",
+        "systemd_unit",
         "uid 1000 session-3",
         &[
             ("keytrail.systemd.unit", "session-3.scope"),
@@ -396,7 +271,7 @@ fn credential_file_opened_in_a_pod_container() {
     ));
     // The workload starts in the tree's base and is moved into the container's cgroup before
     // it does anything.
-    let mut w = Workload::spawn(WORKLOAD.as_ref(), &tree.base);
+    let mut w = Workload::spawn(WORKLOAD.as_ref(), tree.base());
     leaf.adopt(w.pid());
     let (key_id, secret) = aws_pair();
     w.run("unshare-mount");
@@ -445,14 +320,14 @@ fn environ_read_names_the_target_container() {
     let (key_id, secret) = aws_pair();
     let target = Workload::spawn_with_env(
         WORKLOAD.as_ref(),
-        &tree.base,
+        tree.base(),
         &[
             ("AWS_ACCESS_KEY_ID", key_id.as_str()),
             ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
         ],
     );
     target_leaf.adopt(target.pid());
-    let mut reader = Workload::spawn(WORKLOAD.as_ref(), &tree.base);
+    let mut reader = Workload::spawn(WORKLOAD.as_ref(), tree.base());
     reader_leaf.adopt(reader.pid());
     let environ = format!("/proc/{}/environ", target.pid());
     reader.run(&format!("open {environ}"));

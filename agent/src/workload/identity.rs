@@ -59,13 +59,13 @@ impl QosClass {
     }
 }
 
-/// `keytrail.workload.kind` values.
+/// `keytrail.workload.kind` values (the contract's four: a user session is a systemd scope
+/// unit, named after its user and session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Pod,
     Container,
     SystemdUnit,
-    UserSession,
     Process,
 }
 
@@ -75,7 +75,6 @@ impl Kind {
             Kind::Pod => "pod",
             Kind::Container => "container",
             Kind::SystemdUnit => "systemd_unit",
-            Kind::UserSession => "user_session",
             Kind::Process => "process",
         }
     }
@@ -282,7 +281,7 @@ fn workload_name(id: &CgroupIdentity) -> Option<(Kind, String)> {
             Some(uid) => format!("uid {uid} {}", s.name),
             None => s.name.clone(),
         };
-        return Some((Kind::UserSession, name));
+        return Some((Kind::SystemdUnit, name));
     }
     id.unit.clone().map(|u| (Kind::SystemdUnit, u))
 }

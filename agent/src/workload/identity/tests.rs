@@ -231,15 +231,15 @@ fn systemd_units_sessions_and_cron() {
         [
             "keytrail.systemd.unit=session-3.scope".to_string(),
             "keytrail.user_session=session-3".into(),
-            "user_session: uid 1000 session-3".into(),
+            "systemd_unit: uid 1000 session-3".into(),
         ]
     );
     let s = parse("/user.slice/user-0.slice/session-c2.scope");
-    assert_eq!(s.named(), Some((Kind::UserSession, "uid 0 session-c2")));
+    assert_eq!(s.named(), Some((Kind::SystemdUnit, "uid 0 session-c2")));
     // Without its user slice the uid is unknown.
     assert_eq!(
         parse("/session-7.scope").named(),
-        Some((Kind::UserSession, "session-7"))
+        Some((Kind::SystemdUnit, "session-7"))
     );
     // A unit inside a container is the container's.
     let id = parse(&format!(
@@ -411,8 +411,6 @@ fn thousands_of_odd_paths_never_panic_and_keep_the_invariants() {
                 Kind::Pod
             } else if id.container.is_some() {
                 Kind::Container
-            } else if id.session.is_some() {
-                Kind::UserSession
             } else {
                 Kind::SystemdUnit
             };
