@@ -14,18 +14,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    correlate::Correlator,
     credential::Classifier,
     env::{EnvAccess, NamedFile},
     events::{self, KernelEvent, comm},
     files::{CgroupFilter, FileAccess, FirstSeen, Opener, access_records},
     fingerprint_key::{KeyError, KeySource, load_key},
     inspect::Inspector,
+    inventory::{Inventory, InventoryError},
     libc::{LibcFile, LibcFinder, Library},
     net::{NetAccess, NetOutcome},
     probes::{self, ProbeError, Probes},
     procs::{ProcInfo, ProcessTable},
-    record::Record,
-    sink::jsonl::{Destination, JsonlError, JsonlSink},
+    record::{Record, names},
+    sink::{
+        Fanout,
+        jsonl::{Destination, JsonlError, JsonlSink},
+    },
     stats::{AgentCounters, stats_record},
     watch::{self, WatchRules},
     workload::CgroupPaths,
@@ -35,6 +40,8 @@ use crate::{
 const EVENT_QUEUE: usize = 8192;
 /// Records between the pipeline and a sink.
 const RECORD_QUEUE: usize = 8192;
+/// How often use records whose interval has passed are looked for.
+const USE_SWEEP: Duration = Duration::from_secs(1);
 
 /// Resolved settings for one agent run (config file merged with the command line).
 #[derive(Debug, Clone)]
@@ -59,6 +66,8 @@ pub enum AgentError {
     Ring(#[source] std::io::Error),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
 }
 
 /// The classifier with the configured (or node-local) fingerprint key.
@@ -141,6 +150,17 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     );
     let classifier = classifier(config, &opts.state)?;
     let sink = JsonlSink::open(&opts.jsonl).await?;
+    let mut correlator = Correlator::new(&config.correlate);
+    let counters = Arc::new(AgentCounters::default());
+    let inventory = if config.output.inventory {
+        let inventory = Inventory::open(&opts.state)?;
+        let (uses, holders) = inventory.load(config.correlate.max_edges)?;
+        correlator.seed(&uses, &holders, &counters.correlate);
+        tracing::info!(state = %opts.state.display(), uses = uses.len(), "inventory opened");
+        Some(inventory)
+    } else {
+        None
+    };
     let mut probes = Probes::load_agent(
         &rules.kernel,
         &config.env.rules(),
@@ -169,12 +189,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
 
     // Kubernetes pod watcher (when enabled): its index names the pipeline's records; stops on drop.
     let _kubernetes = crate::k8s::start(&config.kubernetes);
-    let counters = Arc::new(AgentCounters::default());
     let stop_reading = CancellationToken::new();
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let (record_tx, record_rx) = mpsc::channel(RECORD_QUEUE);
-
-    let sink_task = tokio::spawn(sink.run(record_rx));
+    let mut fanout = Fanout::default();
+    let sink_task = tokio::spawn(sink.run(fanout.add("jsonl", RECORD_QUEUE)));
+    let inventory_task = inventory
+        .map(|inventory| tokio::spawn(crate::inventory::run(inventory, fanout.add("inventory", RECORD_QUEUE))));
     let reader = tokio::spawn(events::read_ring(
         ring,
         event_tx,
@@ -196,11 +216,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             cgroup_filter.clone(),
             config.output.dedup_window,
         ),
-        net: NetAccess::new(
-            inspector_classifier.clone(),
-            cgroup_filter.clone(),
-            config.output.connections,
-        ),
+        net: NetAccess::new(inspector_classifier.clone(), cgroup_filter.clone()),
+        report_connections: config.output.connections,
+        correlator,
         files: FileAccess::new(rules, cgroup_filter, config.output.dedup_window),
         inspector,
         first_seen: FirstSeen::default(),
@@ -209,11 +227,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         probe_tx,
     };
     let pipeline_task =
-        tokio::spawn(pipeline.run(event_rx, record_tx.clone(), Arc::clone(&counters)));
+        tokio::spawn(pipeline.run(event_rx, fanout.clone(), Arc::clone(&counters)));
 
     // Readiness: all probes that could attach are attached.
-    let _ = record_tx
-        .send(stats_record(&probes, &counters, false))
+    fanout
+        .send_wait(stats_record(&probes, &counters, &fanout, false))
         .await;
     tracing::info!(
         attached = probes.attached.len(),
@@ -234,11 +252,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         tokio::select! {
             _ = &mut shutdown => break,
             _ = &mut deadline => break,
-            _ = ticker.tick() => {
-                if record_tx.try_send(stats_record(&probes, &counters, false)).is_err() {
-                    counters.sink_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            _ = ticker.tick() => fanout.send(stats_record(&probes, &counters, &fanout, false)),
             Some(request) = probe_rx.recv() => request.apply(&mut probes),
         }
     }
@@ -250,9 +264,14 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     while let Ok(request) = probe_rx.try_recv() {
         request.apply(&mut probes);
     }
-    let _ = record_tx.send(stats_record(&probes, &counters, true)).await;
-    drop(record_tx);
+    fanout
+        .send_wait(stats_record(&probes, &counters, &fanout, true))
+        .await;
+    drop(fanout);
     let sink_result = sink_task.await.unwrap_or(Ok(()));
+    if let Some(task) = inventory_task {
+        task.await.unwrap_or(Ok(()))?;
+    }
     drop(probes);
     read_result.map_err(AgentError::Ring)?;
     sink_result?;
@@ -292,6 +311,9 @@ struct Pipeline {
     files: FileAccess,
     env: EnvAccess,
     net: NetAccess,
+    /// Write `keytrail.connection` records too (they feed correlation either way).
+    report_connections: bool,
+    correlator: Correlator,
     inspector: Inspector,
     first_seen: FirstSeen,
     clock: BootClock,
@@ -304,29 +326,45 @@ impl Pipeline {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<KernelEvent>,
-        tx: mpsc::Sender<Record>,
+        out: Fanout,
         counters: Arc<AgentCounters>,
     ) {
         let mut libc_ticker = tokio::time::interval(crate::libc::MAPS_CHECK_DELAY / 2);
         libc_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut use_ticker = tokio::time::interval(USE_SWEEP);
+        use_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let event = tokio::select! {
                 event = rx.recv() => match event {
                     Some(e) => e,
                     None => break,
                 },
+                _ = use_ticker.tick() => {
+                    for record in self.correlator.due(SystemTime::now(), false, &counters.correlate) {
+                        out.send(record);
+                    }
+                    continue;
+                }
                 _ = libc_ticker.tick(), if self.libcs.as_ref().is_some_and(LibcFinder::has_due) => {
                     let found = self.libcs.as_mut().map(|f| f.check_due(std::time::Instant::now()));
                     self.attach_libcs(found.unwrap_or_default());
                     continue;
                 }
             };
-            for record in self.handle(&event, &counters) {
-                counters.accesses.fetch_add(1, Ordering::Relaxed);
-                if tx.try_send(record).is_err() {
-                    counters.sink_dropped.fetch_add(1, Ordering::Relaxed);
+            for mut record in self.handle(&event, &counters) {
+                if record.name == names::CREDENTIAL_ACCESS {
+                    counters.accesses.fetch_add(1, Ordering::Relaxed);
+                }
+                let uses = self.correlator.on_access(&mut record, &counters.correlate);
+                out.send(record);
+                for u in uses {
+                    out.send(u);
                 }
             }
+        }
+        // Counters that changed since their last record are written before the agent stops.
+        for record in self.correlator.due(SystemTime::now(), true, &counters.correlate) {
+            out.send_wait(record).await;
         }
     }
 
@@ -343,11 +381,21 @@ impl Pipeline {
         (proc, cgroup_path, self.clock.wall(h.time_ns))
     }
 
-    fn net_outcome(&self, outcome: NetOutcome) -> Vec<Record> {
+    /// Uses of the connection, its record when connections are written, then its wire
+    /// credentials (after the connection, so a wire sighting upgrades the same use).
+    fn net_outcome(&mut self, outcome: NetOutcome, counters: &AgentCounters) -> Vec<Record> {
         if let Some(cookie) = outcome.forget_cookie {
             let _ = self.probe_tx.send(ProbeRequest::ForgetConnection(cookie));
         }
-        outcome.records
+        let mut records = Vec::new();
+        if let Some(connection) = outcome.connection {
+            records = self.correlator.on_connection(&connection, &counters.correlate);
+            if self.report_connections {
+                records.push(connection);
+            }
+        }
+        records.extend(outcome.records);
+        records
     }
 
     fn watch_named_files(&mut self, named: Vec<NamedFile>) {
@@ -383,6 +431,7 @@ impl Pipeline {
             KernelEvent::ProcExit(e) => {
                 self.procs.on_exit(e);
                 self.files.on_exit(e.header.pid);
+                self.correlator.on_exit(e.header.pid);
                 let keys = self.env.on_exit(e.header.pid);
                 if !keys.is_empty() {
                     let _ = self.probe_tx.send(ProbeRequest::ForgetGetenv(keys));
@@ -401,17 +450,17 @@ impl Pipeline {
             }
             KernelEvent::NetState(e) => {
                 let outcome = self.net.on_state(e, &counters.net);
-                self.net_outcome(outcome)
+                self.net_outcome(outcome, counters)
             }
             KernelEvent::NetPayload(e) => {
                 let outcome = self.net.on_payload(e, &mut self.first_seen, &counters.net);
-                self.net_outcome(outcome)
+                self.net_outcome(outcome, counters)
             }
             KernelEvent::TlsWrite(e) => {
                 let outcome = self
                     .net
                     .on_tls_write(e, &mut self.first_seen, &counters.net);
-                self.net_outcome(outcome)
+                self.net_outcome(outcome, counters)
             }
             KernelEvent::EnvVar(e) if e.source == EnvSource::Exec as u32 => {
                 self.env.on_exec_var(e, &counters.env);
@@ -479,9 +528,10 @@ pub async fn run_floor(family: &str, shutdown: impl Future<Output = ()>) -> Resu
         }
     }
     let counters = AgentCounters::default();
-    print_line(&stats_record(&probes, &counters, false));
+    let no_sinks = Fanout::default();
+    print_line(&stats_record(&probes, &counters, &no_sinks, false));
     shutdown.await;
-    print_line(&stats_record(&probes, &counters, true));
+    print_line(&stats_record(&probes, &counters, &no_sinks, true));
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     agent::AgentOptions,
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, OtlpProtocol},
     sink::jsonl::Destination,
 };
 
@@ -30,6 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent on this host until interrupted (or for --duration seconds).
     Agent(AgentArgs),
+    /// Print the migration worklist from the inventory: credentials still in use, with kind,
+    /// id, age, owner, workloads, destinations, evidence and how many workloads share each.
+    Report(ReportArgs),
     /// Classify credential files offline: one JSON line per credential found (never its value).
     Classify(ClassifyArgs),
     /// Print the embedded default configuration, or check a configuration file.
@@ -58,8 +61,16 @@ pub struct AgentArgs {
     /// Write JSON lines to PATH (appended), or `-` for stdout. Overrides output.jsonl.
     #[arg(long, value_name = "PATH|-")]
     pub jsonl: Option<String>,
-    /// State file. Its directory holds the per-node fingerprint key (fingerprint.key) when the
-    /// config names no shared key.
+    /// Send events, metrics (and spans if configured) to this OTLP collector
+    /// (`http://host:4317`, `https://...`). Overrides output.otlp.endpoint.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc, or http (protobuf over HTTP). Overrides output.otlp.protocol.
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http"])]
+    pub otlp_protocol: Option<String>,
+    /// State file: the credential inventory (SQLite) read by `keytrail report`. Its directory
+    /// also holds the per-node fingerprint key (fingerprint.key) when the config names no
+    /// shared key.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_STATE)]
     pub state: PathBuf,
     /// Stop after SECS seconds instead of running until SIGINT/SIGTERM.
@@ -69,6 +80,22 @@ pub struct AgentArgs {
 
 /// Default state file.
 pub const DEFAULT_STATE: &str = "/var/lib/keytrail/keytrail.db";
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The agent's state file (its inventory).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_STATE)]
+    pub state: PathBuf,
+    /// Output format: table (fits 80 columns), json, csv or markdown.
+    #[arg(long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "json", "csv", "markdown"])]
+    pub format: String,
+    /// Which credentials: static ones only (the worklist), or all.
+    #[arg(long, value_name = "WHICH", default_value = "static", value_parser = ["static", "all"])]
+    pub only: String,
+    /// Exit 3 when any static credential is in use (for CI gates).
+    #[arg(long, value_name = "WHAT", value_parser = ["static"])]
+    pub fail_on: Option<String>,
+}
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
@@ -102,7 +129,24 @@ impl AgentArgs {
             Some(path) => Config::load(path)?,
             None => Config::embedded(),
         };
+        let mut config = config;
         let jsonl = Destination::parse(self.jsonl.as_deref().unwrap_or(&config.output.jsonl));
+        if let Some(endpoint) = &self.otlp_endpoint {
+            crate::config::check_otlp_endpoint(endpoint).map_err(|message| {
+                ConfigError::Flag {
+                    flag: "--otlp-endpoint",
+                    message,
+                }
+            })?;
+            config.output.otlp.endpoint = endpoint.clone();
+        }
+        if let Some(protocol) = &self.otlp_protocol {
+            config.output.otlp.protocol = if protocol == "http" {
+                OtlpProtocol::Http
+            } else {
+                OtlpProtocol::Grpc
+            };
+        }
         Ok(AgentOptions {
             config,
             jsonl,

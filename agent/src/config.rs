@@ -39,6 +39,119 @@ pub struct Config {
     /// Pod, owner and volume names from the Kubernetes API (`k8s` module).
     #[serde(default)]
     pub kubernetes: crate::k8s::KubernetesConfig,
+    /// How credentials are joined with destinations into use records.
+    #[serde(default)]
+    pub correlate: CorrelateConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelateConfig {
+    /// A connection is joined with the credentials its process (or workload) touched at most
+    /// this long before (a process's whole life when it is shorter).
+    #[serde(default = "default_process_window", with = "humantime_serde")]
+    pub process_window: Duration,
+    /// After the first use event of an edge (and any with stronger evidence), at most one per
+    /// this interval, with updated counters.
+    #[serde(default = "default_emit_interval", with = "humantime_serde")]
+    pub emit_interval: Duration,
+    /// Edges (workload, credential, destination) kept in memory; the least recently used are
+    /// evicted past this, and counted.
+    #[serde(default = "default_max_edges")]
+    pub max_edges: usize,
+}
+
+impl Default for CorrelateConfig {
+    fn default() -> Self {
+        Self {
+            process_window: default_process_window(),
+            emit_interval: default_emit_interval(),
+            max_edges: default_max_edges(),
+        }
+    }
+}
+
+const fn default_process_window() -> Duration {
+    Duration::from_secs(600)
+}
+const fn default_emit_interval() -> Duration {
+    Duration::from_secs(60)
+}
+const fn default_max_edges() -> usize {
+    100_000
+}
+
+/// OTLP protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (default port 4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (default port 4318).
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Collector endpoint (`http://host:4317`, `https://...`); empty: no OTLP export.
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default = "default_otlp_protocol")]
+    pub protocol: OtlpProtocol,
+    /// Extra request headers (authentication to a vendor's collector).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// CA certificate (PEM) to trust for an `https://` endpoint, besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// One export attempt's time limit.
+    #[serde(default = "default_otlp_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Records waiting for export at most; past it records are dropped and counted.
+    #[serde(default = "default_otlp_queue")]
+    pub queue: usize,
+    /// Log records per export request at most.
+    #[serde(default = "default_otlp_batch")]
+    pub batch: usize,
+    /// Period of the metrics export.
+    #[serde(default = "default_otlp_metrics_interval", with = "humantime_serde")]
+    pub metrics_interval: Duration,
+    /// Also export one span per use event, for trace backends.
+    #[serde(default)]
+    pub spans: bool,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            protocol: default_otlp_protocol(),
+            headers: Default::default(),
+            ca_file: None,
+            timeout: default_otlp_timeout(),
+            queue: default_otlp_queue(),
+            batch: default_otlp_batch(),
+            metrics_interval: default_otlp_metrics_interval(),
+            spans: false,
+        }
+    }
+}
+
+const fn default_otlp_protocol() -> OtlpProtocol {
+    OtlpProtocol::Grpc
+}
+const fn default_otlp_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+const fn default_otlp_queue() -> usize {
+    16_384
+}
+const fn default_otlp_batch() -> usize {
+    512
+}
+const fn default_otlp_metrics_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +320,12 @@ pub struct OutputConfig {
     /// Also write `keytrail.connection` debug records.
     #[serde(default)]
     pub connections: bool,
+    /// Keep the credential inventory (SQLite) in the state file.
+    #[serde(default = "default_true")]
+    pub inventory: bool,
+    /// OTLP export.
+    #[serde(default)]
+    pub otlp: OtlpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +362,8 @@ impl Default for OutputConfig {
             stats_interval: default_stats_interval(),
             dedup_window: default_dedup_window(),
             connections: false,
+            inventory: true,
+            otlp: OtlpConfig::default(),
         }
     }
 }
@@ -272,6 +393,8 @@ pub enum ConfigError {
     },
     #[error("config {origin}: {message}")]
     Syntax { origin: String, message: String },
+    #[error("{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
 }
 
 impl ConfigError {
@@ -423,8 +546,64 @@ impl Config {
                 format!("{rb} is not a power of two of at least 65536"),
             ));
         }
+        self.validate_export(origin)
+    }
+
+    /// The correlation and OTLP settings.
+    fn validate_export(&self, origin: &str) -> Result<(), ConfigError> {
+        let c = &self.correlate;
+        if c.process_window.is_zero() {
+            return Err(ConfigError::field(origin, "correlate.process_window", "must be more than 0s"));
+        }
+        if c.max_edges == 0 {
+            return Err(ConfigError::field(origin, "correlate.max_edges", "must be at least 1"));
+        }
+        let o = &self.output.otlp;
+        if !o.endpoint.is_empty() {
+            check_otlp_endpoint(&o.endpoint)
+                .map_err(|m| ConfigError::field(origin, "output.otlp.endpoint", m))?;
+        }
+        for (field, value, min) in [
+            ("output.otlp.queue", o.queue, 1),
+            ("output.otlp.batch", o.batch, 1),
+        ] {
+            if value < min {
+                return Err(ConfigError::field(origin, field, format!("must be at least {min}")));
+            }
+        }
+        if o.timeout.is_zero() {
+            return Err(ConfigError::field(origin, "output.otlp.timeout", "must be more than 0s"));
+        }
+        if o.metrics_interval < Duration::from_secs(1) {
+            return Err(ConfigError::field(
+                origin,
+                "output.otlp.metrics_interval",
+                "must be at least 1s",
+            ));
+        }
+        for name in o.headers.keys() {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ConfigError::field(
+                    origin,
+                    format!("output.otlp.headers.{name}"),
+                    "a header name is ASCII letters, digits, `-` and `_`",
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// An OTLP endpoint is an `http://` or `https://` URL with a host.
+pub fn check_otlp_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{endpoint}` must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
+        return Err(format!("`{endpoint}` names no host"));
+    }
+    Ok(())
 }
 
 /// A variable name (or, with `is_word`, one `_`-separated word of one) the kernel can match.
@@ -465,6 +644,7 @@ impl<'de> Deserialize<'de> for RawDefault {
             env: EnvConfig,
             network: NetworkConfig,
             kubernetes: crate::k8s::KubernetesConfig,
+            correlate: CorrelateConfig,
         }
         let f = Full::deserialize(d)?;
         Ok(RawDefault(Config {
@@ -477,6 +657,7 @@ impl<'de> Deserialize<'de> for RawDefault {
             env: f.env,
             network: f.network,
             kubernetes: f.kubernetes,
+            correlate: f.correlate,
         }))
     }
 }

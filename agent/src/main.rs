@@ -33,6 +33,12 @@ fn main() -> ExitCode {
             Ok(keytrail::classify::Outcome::SomeUnreadable) => ExitCode::from(EXIT_RUNTIME),
             Err(e) => fail(EXIT_USAGE, &e),
         },
+        Command::Report(args) => match keytrail::report::run(&args) {
+            Ok(keytrail::report::Outcome::Clean) => ExitCode::SUCCESS,
+            // 3: static credentials in use (`--fail-on static`), for CI gates.
+            Ok(keytrail::report::Outcome::StaticInUse) => ExitCode::from(3),
+            Err(e) => fail(EXIT_RUNTIME, &e),
+        },
         Command::Agent(args) => {
             let opts = match args.resolve() {
                 Ok(o) => o,

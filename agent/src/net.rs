@@ -51,6 +51,10 @@ pub struct NetCounters {
 #[derive(Debug, Default)]
 pub struct NetOutcome {
     pub records: Vec<Record>,
+    /// The connection's record, once per connection: when its destination is named by its
+    /// first payload, else at close. Correlation uses it; it is written only when
+    /// `output.connections` is on.
+    pub connection: Option<Record>,
     /// The kernel may stop copying this connection's payload.
     pub forget_cookie: Option<u64>,
 }
@@ -103,18 +107,16 @@ fn host_without_port(host: &str) -> String {
 pub struct NetAccess {
     classifier: Classifier,
     cgroups: CgroupFilter,
-    report_connections: bool,
     conns: HashMap<u64, Conn>,
     /// pid_tgid -> cookie of the thread's latest connect.
     last_by_thread: HashMap<u64, u64>,
 }
 
 impl NetAccess {
-    pub fn new(classifier: Classifier, cgroups: CgroupFilter, report_connections: bool) -> Self {
+    pub fn new(classifier: Classifier, cgroups: CgroupFilter) -> Self {
         Self {
             classifier,
             cgroups,
-            report_connections,
             conns: HashMap::new(),
             last_by_thread: HashMap::new(),
         }
@@ -170,7 +172,7 @@ impl NetAccess {
                         counters.unparsed.fetch_add(1, Ordering::Relaxed);
                     }
                     if !conn.reported {
-                        out.records.extend(self.connection_record(&conn));
+                        out.connection = Some(connection_record(&conn));
                     }
                 }
             }
@@ -243,14 +245,10 @@ impl NetAccess {
                 now,
             ));
         }
-        if conn.tls.is_some() || conn.http_host.is_some() {
-            let report = self.report_connections && !conn.reported;
-            if report {
-                let record = self.connection_record(conn);
-                out.records.extend(record);
-                if let Some(c) = self.conns.get_mut(&ev.cookie) {
-                    c.reported = true;
-                }
+        if (conn.tls.is_some() || conn.http_host.is_some()) && !conn.reported {
+            out.connection = Some(connection_record(conn));
+            if let Some(c) = self.conns.get_mut(&ev.cookie) {
+                c.reported = true;
             }
         }
         out
@@ -293,31 +291,30 @@ impl NetAccess {
         out
     }
 
-    fn connection_record(&self, conn: &Conn) -> Option<Record> {
-        if !self.report_connections {
-            return None;
+}
+
+/// The connection's record: destination, TLS and HTTP names, outcome.
+fn connection_record(conn: &Conn) -> Record {
+    let mut r = Record::new(names::CONNECTION, conn.time);
+    set_conn_process(&mut r, conn);
+    r.set("network.transport", "tcp")
+        .set("network.peer.address", conn.peer.to_string())
+        .set("server.port", conn.port as u64)
+        .set("server.address", conn.server_address())
+        .set(
+            "keytrail.connection.outcome",
+            conn.outcome.unwrap_or("unknown"),
+        )
+        .set_opt("keytrail.connection.preamble", conn.preamble);
+    if let Some(t) = &conn.tls {
+        r.set_opt("tls.client.server_name", t.sni.clone())
+            .set("tls.protocol.version", t.version);
+        if !t.alpn.is_empty() {
+            r.set("tls.next_protocol", t.alpn.join(","));
         }
-        let mut r = Record::new(names::CONNECTION, conn.time);
-        set_conn_process(&mut r, conn);
-        r.set("network.transport", "tcp")
-            .set("network.peer.address", conn.peer.to_string())
-            .set("server.port", conn.port as u64)
-            .set("server.address", conn.server_address())
-            .set(
-                "keytrail.connection.outcome",
-                conn.outcome.unwrap_or("unknown"),
-            )
-            .set_opt("keytrail.connection.preamble", conn.preamble);
-        if let Some(t) = &conn.tls {
-            r.set_opt("tls.client.server_name", t.sni.clone())
-                .set("tls.protocol.version", t.version);
-            if !t.alpn.is_empty() {
-                r.set("tls.next_protocol", t.alpn.join(","));
-            }
-        }
-        r.set_opt("http.request.header.host", conn.http_host.clone());
-        Some(r)
     }
+    r.set_opt("http.request.header.host", conn.http_host.clone());
+    r
 }
 
 fn set_conn_process(r: &mut Record, conn: &Conn) {

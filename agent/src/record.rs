@@ -10,6 +10,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 /// `event.name` values (the external contract).
 pub mod names {
     pub const CREDENTIAL_ACCESS: &str = "keytrail.credential.access";
+    pub const CREDENTIAL_USE: &str = "keytrail.credential.use";
     pub const AGENT_STATS: &str = "keytrail.agent.stats";
     /// An outbound connection (debug; `output.connections`).
     pub const CONNECTION: &str = "keytrail.connection";

@@ -10,9 +10,11 @@ use crate::{
     env::EnvCounters,
     events::DecodeCounters,
     files::FileCounters,
+    correlate::CorrelateCounters,
     net::NetCounters,
     probes::Probes,
     record::{Record, Severity, names},
+    sink::Fanout,
 };
 
 /// Userspace counters shared by the agent's tasks.
@@ -22,14 +24,18 @@ pub struct AgentCounters {
     pub files: FileCounters,
     pub env: EnvCounters,
     pub net: NetCounters,
+    pub correlate: CorrelateCounters,
     /// Access records handed to the sinks.
     pub accesses: std::sync::atomic::AtomicU64,
-    /// Records dropped because a sink's queue was full.
-    pub sink_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// Builds one stats record. `final_report` marks the last one, written at shutdown.
-pub fn stats_record(probes: &Probes, counters: &AgentCounters, final_report: bool) -> Record {
+pub fn stats_record(
+    probes: &Probes,
+    counters: &AgentCounters,
+    sinks: &Fanout,
+    final_report: bool,
+) -> Record {
     let mut r = Record::new(names::AGENT_STATS, SystemTime::now());
     if !probes.failed.is_empty() {
         r.severity = Severity::Warn;
@@ -95,6 +101,17 @@ pub fn stats_record(probes: &Probes, counters: &AgentCounters, final_report: boo
         .set("keytrail.net.http_heads", load(&counters.net.http_heads))
         .set("keytrail.net.unparsed", load(&counters.net.unparsed))
         .set("keytrail.net.unmatched", load(&counters.net.unmatched))
-        .set("keytrail.sink.dropped", load(&counters.sink_dropped));
+        .set("keytrail.uses.edges", load(&counters.correlate.edges))
+        .set("keytrail.uses.evicted", load(&counters.correlate.evicted))
+        .set("keytrail.uses.emitted", load(&counters.correlate.emitted));
+    // Records dropped because a sink's queue was full: per sink, and in total.
+    let dropped = sinks.dropped();
+    for (sink, n) in &dropped {
+        r.set(format!("keytrail.sink.{sink}.dropped"), *n);
+    }
+    r.set(
+        "keytrail.sink.dropped",
+        dropped.iter().map(|(_, n)| n).sum::<u64>(),
+    );
     r
 }

@@ -3,6 +3,8 @@
 //! mount namespaces. Every resource is a guard that cleans up on drop, so tests neither depend
 //! on order nor leave anything behind. Helpers panic (with context) instead of returning errors.
 
+pub mod servers;
+
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::{fs::MetadataExt as _, process::CommandExt as _},
@@ -368,6 +370,19 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub jsonl: PathBuf,
     stderr: PathBuf,
+    /// The agent's state file (inventory).
+    pub state: PathBuf,
+}
+
+/// How to start an agent: config (None: the embedded default), extra command-line arguments,
+/// environment changes, and a state file to reuse (None: a fresh one in the agent's directory).
+#[derive(Default)]
+pub struct Launch<'a> {
+    pub config: Option<&'a str>,
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a std::ffi::OsStr)],
+    pub remove: &'a [&'a str],
+    pub state: Option<&'a Path>,
 }
 
 /// What an agent left behind after it stopped.
@@ -391,27 +406,42 @@ impl Agent {
         env: &[(&str, &std::ffi::OsStr)],
         remove: &[&str],
     ) -> Self {
+        Self::launch(Launch {
+            config: config_yaml,
+            env,
+            remove,
+            ..Launch::default()
+        })
+    }
+
+    /// Starts an agent as `launch` describes and waits for its readiness record.
+    pub fn launch(launch: Launch<'_>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("kt-agent-")
             .tempdir()
             .expect("tempdir");
         let jsonl = dir.path().join("events.jsonl");
         let stderr = dir.path().join("agent.log");
+        let state = launch
+            .state
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("state").join("keytrail.db"));
         let mut cmd = Command::new(keytrail_bin());
         cmd.arg("agent")
             .arg("--jsonl")
             .arg(&jsonl)
             .arg("--state")
-            .arg(dir.path().join("state").join("keytrail.db"));
-        if let Some(yaml) = config_yaml {
+            .arg(&state)
+            .args(launch.args);
+        if let Some(yaml) = launch.config {
             let path = dir.path().join("config.yaml");
             std::fs::write(&path, yaml).expect("write config");
             cmd.arg("--config").arg(path);
         }
-        for var in remove {
+        for var in launch.remove {
             cmd.env_remove(var);
         }
-        cmd.envs(env.iter().copied())
+        cmd.envs(launch.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("agent log"));
@@ -421,6 +451,7 @@ impl Agent {
             dir,
             jsonl,
             stderr,
+            state,
         };
         agent.wait_for("agent readiness", |e| {
             e["event.name"] == "keytrail.agent.stats"

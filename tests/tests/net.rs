@@ -4,107 +4,18 @@
 //! packet), fingerprinted like the same secret in an environment. Never a value in any output.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use keytrail_tests::{
     ALNUM, Agent, CgroupGuard, accesses_in, assert_no_leak, random, run_in_cgroup,
+    servers::{SIGV4_CLIENT, TlsServer, bracket, free_port, self_signed},
 };
 use serde_json::Value;
 
 const CONNECTIONS_ON: &str = "output:\n  connections: true\n";
-
-/// `openssl s_server` on `addr` with a fresh self-signed certificate; killed on drop.
-struct TlsServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsServer {
-    fn start(host: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-        self_signed(&key, &cert, "api.example.test");
-        let port = free_port(host);
-        let child = Command::new("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept"])
-            .arg(format!("{}:{port}", bracket(host)))
-            .arg("-cert")
-            .arg(&cert)
-            .arg("-key")
-            .arg(&key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_server");
-        let addr: SocketAddr = format!("{}:{port}", bracket(host)).parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "s_server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A fresh self-signed EC P-256 certificate for `cn`, and its key.
-fn self_signed(key: &std::path::Path, cert: &std::path::Path, cn: &str) {
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args([
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-        ])
-        .arg(key)
-        .arg("-out")
-        .arg(cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl req");
-    assert!(status.success(), "openssl req failed");
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
-}
-
-fn free_port(host: &str) -> u16 {
-    TcpListener::bind(format!("{}:0", bracket(host)))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn connections_of<'a>(events: &'a [Value], cgroup: &CgroupGuard, pid: u32) -> Vec<&'a Value> {
     events
@@ -499,36 +410,10 @@ fn aws_sigv4_key_id_is_seen_on_the_wire() {
     let cgroup = CgroupGuard::new("net-sigv4");
     let key_id = format!("AKIA{}", random(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
     let secret = random(ALNUM, 40);
-    // A minimal SigV4 signer (what awscli and the SDKs send): only the key id is public.
-    let script = r#"
-import datetime, hashlib, hmac, os, socket, ssl, sys, urllib.request
-port = int(sys.argv[1])
-key_id, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-host, region, service = f"s3.example.test:{port}", "us-east-1", "s3"
-t = datetime.datetime.now(datetime.timezone.utc)
-amz_date, day = t.strftime("%Y%m%dT%H%M%SZ"), t.strftime("%Y%m%d")
-empty = hashlib.sha256(b"").hexdigest()
-signed = "host;x-amz-content-sha256;x-amz-date"
-canonical = "\n".join(["GET", "/", "", f"host:{host}", f"x-amz-content-sha256:{empty}",
-                       f"x-amz-date:{amz_date}", "", signed, empty])
-scope = f"{day}/{region}/{service}/aws4_request"
-to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                     hashlib.sha256(canonical.encode()).hexdigest()])
-k = ("AWS4" + secret).encode()
-for part in (day, region, service, "aws4_request"):
-    k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-signature = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
-auth = f"AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed}, Signature={signature}"
-orig = socket.getaddrinfo
-socket.getaddrinfo = lambda h, *a, **kw: orig("127.0.0.1" if h == "s3.example.test" else h, *a, **kw)
-req = urllib.request.Request(f"https://{host}/", headers={
-    "Authorization": auth, "x-amz-date": amz_date, "x-amz-content-sha256": empty})
-urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=5).read()
-"#;
     let (pid, out) = run_in_cgroup(
         &cgroup,
         "python3",
-        &["-c", script, &server.port.to_string()],
+        &["-c", SIGV4_CLIENT, &server.port.to_string()],
         &[
             ("PATH", "/usr/local/bin:/usr/bin:/bin"),
             ("AWS_ACCESS_KEY_ID", &key_id),

@@ -1,6 +1,6 @@
 //! JSON lines sink: one flat JSON object per line, to stdout or appended to a file.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use tokio::{
     fs::OpenOptions,
@@ -69,7 +69,7 @@ impl JsonlSink {
 
     /// Writes records until every sender is gone; flushes whenever the queue runs empty so
     /// readers see events promptly.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Record>) -> Result<(), JsonlError> {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Arc<Record>>) -> Result<(), JsonlError> {
         while let Some(record) = rx.recv().await {
             self.write(&record).await?;
             while let Ok(record) = rx.try_recv() {
