@@ -16,6 +16,8 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // One TLS crypto provider for the whole process (Kubernetes client, OTLP exporters).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Config(ConfigCommand::Default) => {
             print!("{DEFAULT_YAML}");
