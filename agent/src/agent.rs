@@ -30,6 +30,7 @@ use crate::{
     sink::{
         Fanout,
         jsonl::{Destination, JsonlError, JsonlSink},
+        otlp::{OtlpError, OtlpResource, OtlpSink},
     },
     stats::{AgentCounters, stats_record},
     watch::{self, WatchRules},
@@ -68,6 +69,8 @@ pub enum AgentError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Inventory(#[from] InventoryError),
+    #[error("OTLP export: {0}")]
+    Otlp(#[from] OtlpError),
 }
 
 /// The classifier with the configured (or node-local) fingerprint key.
@@ -193,8 +196,24 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let mut fanout = Fanout::default();
     let sink_task = tokio::spawn(sink.run(fanout.add("jsonl", RECORD_QUEUE)));
-    let inventory_task = inventory
-        .map(|inventory| tokio::spawn(crate::inventory::run(inventory, fanout.add("inventory", RECORD_QUEUE))));
+    let inventory_task = inventory.map(|inventory| {
+        tokio::spawn(crate::inventory::run(
+            inventory,
+            fanout.add("inventory", RECORD_QUEUE),
+        ))
+    });
+    let otlp = &config.output.otlp;
+    let otlp_task = if otlp.endpoint.is_empty() {
+        None
+    } else {
+        let resource = OtlpResource {
+            host_name: host_name(),
+            node_name: std::env::var(&config.kubernetes.node_name_env).ok(),
+        };
+        let sink = OtlpSink::new(otlp, resource, Arc::clone(&counters.otlp))?;
+        tracing::info!(endpoint = %otlp.endpoint, protocol = ?otlp.protocol, "exporting over OTLP");
+        Some(tokio::spawn(sink.run(fanout.add("otlp", otlp.queue))))
+    };
     let reader = tokio::spawn(events::read_ring(
         ring,
         event_tx,
@@ -226,8 +245,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         libcs,
         probe_tx,
     };
-    let pipeline_task =
-        tokio::spawn(pipeline.run(event_rx, fanout.clone(), Arc::clone(&counters)));
+    let pipeline_task = tokio::spawn(pipeline.run(event_rx, fanout.clone(), Arc::clone(&counters)));
 
     // Readiness: all probes that could attach are attached.
     fanout
@@ -269,6 +287,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         .await;
     drop(fanout);
     let sink_result = sink_task.await.unwrap_or(Ok(()));
+    if let Some(task) = otlp_task {
+        let _ = task.await;
+    }
     if let Some(task) = inventory_task {
         task.await.unwrap_or(Ok(()))?;
     }
@@ -276,6 +297,13 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     read_result.map_err(AgentError::Ring)?;
     sink_result?;
     Ok(())
+}
+
+/// This host's name, for the OTLP resource.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Converts the kernel's CLOCK_BOOTTIME stamps to wall-clock time.
@@ -363,7 +391,10 @@ impl Pipeline {
             }
         }
         // Counters that changed since their last record are written before the agent stops.
-        for record in self.correlator.due(SystemTime::now(), true, &counters.correlate) {
+        for record in self
+            .correlator
+            .due(SystemTime::now(), true, &counters.correlate)
+        {
             out.send_wait(record).await;
         }
     }
@@ -389,7 +420,9 @@ impl Pipeline {
         }
         let mut records = Vec::new();
         if let Some(connection) = outcome.connection {
-            records = self.correlator.on_connection(&connection, &counters.correlate);
+            records = self
+                .correlator
+                .on_connection(&connection, &counters.correlate);
             if self.report_connections {
                 records.push(connection);
             }

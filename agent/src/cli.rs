@@ -132,11 +132,9 @@ impl AgentArgs {
         let mut config = config;
         let jsonl = Destination::parse(self.jsonl.as_deref().unwrap_or(&config.output.jsonl));
         if let Some(endpoint) = &self.otlp_endpoint {
-            crate::config::check_otlp_endpoint(endpoint).map_err(|message| {
-                ConfigError::Flag {
-                    flag: "--otlp-endpoint",
-                    message,
-                }
+            crate::config::check_otlp_endpoint(endpoint).map_err(|message| ConfigError::Flag {
+                flag: "--otlp-endpoint",
+                message,
             })?;
             config.output.otlp.endpoint = endpoint.clone();
         }

@@ -553,10 +553,18 @@ impl Config {
     fn validate_export(&self, origin: &str) -> Result<(), ConfigError> {
         let c = &self.correlate;
         if c.process_window.is_zero() {
-            return Err(ConfigError::field(origin, "correlate.process_window", "must be more than 0s"));
+            return Err(ConfigError::field(
+                origin,
+                "correlate.process_window",
+                "must be more than 0s",
+            ));
         }
         if c.max_edges == 0 {
-            return Err(ConfigError::field(origin, "correlate.max_edges", "must be at least 1"));
+            return Err(ConfigError::field(
+                origin,
+                "correlate.max_edges",
+                "must be at least 1",
+            ));
         }
         let o = &self.output.otlp;
         if !o.endpoint.is_empty() {
@@ -568,11 +576,19 @@ impl Config {
             ("output.otlp.batch", o.batch, 1),
         ] {
             if value < min {
-                return Err(ConfigError::field(origin, field, format!("must be at least {min}")));
+                return Err(ConfigError::field(
+                    origin,
+                    field,
+                    format!("must be at least {min}"),
+                ));
             }
         }
         if o.timeout.is_zero() {
-            return Err(ConfigError::field(origin, "output.otlp.timeout", "must be more than 0s"));
+            return Err(ConfigError::field(
+                origin,
+                "output.otlp.timeout",
+                "must be more than 0s",
+            ));
         }
         if o.metrics_interval < Duration::from_secs(1) {
             return Err(ConfigError::field(
@@ -582,7 +598,11 @@ impl Config {
             ));
         }
         for name in o.headers.keys() {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return Err(ConfigError::field(
                     origin,
                     format!("output.otlp.headers.{name}"),

@@ -200,7 +200,12 @@ impl Correlator {
     }
 
     /// Continues from the inventory: counts, evidence and sharing survive a restart.
-    pub fn seed(&mut self, uses: &[StoredUse], holders: &[StoredHolder], counters: &CorrelateCounters) {
+    pub fn seed(
+        &mut self,
+        uses: &[StoredUse],
+        holders: &[StoredHolder],
+        counters: &CorrelateCounters,
+    ) {
         for h in holders {
             let info = self.credential(&h.fingerprint);
             info.workloads.insert(h.workload.clone());
@@ -213,7 +218,9 @@ impl Correlator {
             let Some(evidence) = Evidence::parse(&u.evidence) else {
                 continue;
             };
-            self.credential(&u.fingerprint).workloads.insert(u.workload.clone());
+            self.credential(&u.fingerprint)
+                .workloads
+                .insert(u.workload.clone());
             let key = EdgeKey {
                 workload: u.workload.clone(),
                 fingerprint: u.fingerprint.clone(),
@@ -252,7 +259,9 @@ impl Correlator {
             self.pending.remove(&old);
             counters.evicted.fetch_add(1, Ordering::Relaxed);
         }
-        counters.edges.store(self.edges.len() as u64, Ordering::Relaxed);
+        counters
+            .edges
+            .store(self.edges.len() as u64, Ordering::Relaxed);
     }
 
     /// An access record: remembers who holds the credential; a wire sighting is a use. A
@@ -265,8 +274,10 @@ impl Correlator {
         }
         self.unify_by_id(r);
         let r = &*r;
-        let (Some(fp), Some(workload)) = (str_attr(r, "keytrail.credential.fingerprint"), workload_key(r))
-        else {
+        let (Some(fp), Some(workload)) = (
+            str_attr(r, "keytrail.credential.fingerprint"),
+            workload_key(r),
+        ) else {
             return out;
         };
         let fp = fp.to_string();
@@ -409,12 +420,8 @@ impl Correlator {
         peer: Option<String>,
         counters: &CorrelateCounters,
     ) -> Option<Record> {
-        let who: Vec<(String, Value)> = r
-            .attrs
-            .iter()
-            .filter(|(k, _)| is_who(k))
-            .cloned()
-            .collect();
+        let who: Vec<(String, Value)> =
+            r.attrs.iter().filter(|(k, _)| is_who(k)).cloned().collect();
         let time = r.time;
         self.credential(&key.fingerprint)
             .workloads
@@ -492,7 +499,10 @@ impl Correlator {
             .filter(|k| {
                 all || self.edges.peek(*k).is_some_and(|e| match e.emitted_at {
                     None => true,
-                    Some(t) => now.duration_since(t).map(|d| d >= interval).unwrap_or(false),
+                    Some(t) => now
+                        .duration_since(t)
+                        .map(|d| d >= interval)
+                        .unwrap_or(false),
                 })
             })
             .cloned()
@@ -506,16 +516,22 @@ impl Correlator {
     }
 
     /// The use record of an edge.
-    fn emit(&mut self, key: &EdgeKey, now: SystemTime, counters: &CorrelateCounters) -> Option<Record> {
-        let (shared_by, namespaces, cred_attrs, is_static) = match self.credentials.peek(&key.fingerprint) {
-            Some(info) => (
-                info.workloads.len().max(1),
-                info.namespaces.len(),
-                info.attrs.clone(),
-                info.lifetime_static,
-            ),
-            None => (1, 0, Vec::new(), false),
-        };
+    fn emit(
+        &mut self,
+        key: &EdgeKey,
+        now: SystemTime,
+        counters: &CorrelateCounters,
+    ) -> Option<Record> {
+        let (shared_by, namespaces, cred_attrs, is_static) =
+            match self.credentials.peek(&key.fingerprint) {
+                Some(info) => (
+                    info.workloads.len().max(1),
+                    info.namespaces.len(),
+                    info.attrs.clone(),
+                    info.lifetime_static,
+                ),
+                None => (1, 0, Vec::new(), false),
+            };
         let edge = self.edges.peek_mut(key)?;
         if !edge.changed {
             return None;
@@ -543,7 +559,10 @@ impl Correlator {
         }
         if !r.attrs.iter().any(|(k, _)| k == "keytrail.workload.kind") {
             // A seeded edge seen again only through a credential attribute: name its workload.
-            let (kind, name) = key.workload.split_once('/').unwrap_or(("process", &key.workload));
+            let (kind, name) = key
+                .workload
+                .split_once('/')
+                .unwrap_or(("process", &key.workload));
             r.set("keytrail.workload.kind", kind.to_string())
                 .set("keytrail.workload.name", name.to_string());
         }

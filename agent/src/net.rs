@@ -290,7 +290,6 @@ impl NetAccess {
         }
         out
     }
-
 }
 
 /// The connection's record: destination, TLS and HTTP names, outcome.

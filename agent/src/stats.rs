@@ -7,14 +7,14 @@ use std::{
 };
 
 use crate::{
+    correlate::CorrelateCounters,
     env::EnvCounters,
     events::DecodeCounters,
     files::FileCounters,
-    correlate::CorrelateCounters,
     net::NetCounters,
     probes::Probes,
     record::{Record, Severity, names},
-    sink::Fanout,
+    sink::{Fanout, otlp::OtlpCounters},
 };
 
 /// Userspace counters shared by the agent's tasks.
@@ -25,6 +25,7 @@ pub struct AgentCounters {
     pub env: EnvCounters,
     pub net: NetCounters,
     pub correlate: CorrelateCounters,
+    pub otlp: Arc<OtlpCounters>,
     /// Access records handed to the sinks.
     pub accesses: std::sync::atomic::AtomicU64,
 }
@@ -103,7 +104,18 @@ pub fn stats_record(
         .set("keytrail.net.unmatched", load(&counters.net.unmatched))
         .set("keytrail.uses.edges", load(&counters.correlate.edges))
         .set("keytrail.uses.evicted", load(&counters.correlate.evicted))
-        .set("keytrail.uses.emitted", load(&counters.correlate.emitted));
+        .set("keytrail.uses.emitted", load(&counters.correlate.emitted))
+        .set("keytrail.otlp.exported", load(&counters.otlp.exported))
+        .set("keytrail.otlp.failed", load(&counters.otlp.failed))
+        .set("keytrail.otlp.retries", load(&counters.otlp.retries));
+    r.set_opt(
+        "keytrail.otlp.latency_p50_ms",
+        counters.otlp.latency.quantile_ms(0.5),
+    )
+    .set_opt(
+        "keytrail.otlp.latency_p99_ms",
+        counters.otlp.latency.quantile_ms(0.99),
+    );
     // Records dropped because a sink's queue was full: per sink, and in total.
     let dropped = sinks.dropped();
     for (sink, n) in &dropped {

@@ -97,7 +97,6 @@ pub fn free_port(host: &str) -> u16 {
         .port()
 }
 
-
 /// A minimal AWS SigV4 client (what awscli and the SDKs send; only the key id is public):
 /// `python3 -c SIGV4_CLIENT PORT [CREDENTIALS_FILE]` signs a GET to
 /// `https://s3.example.test:PORT/` (resolved to 127.0.0.1) with the key pair from the shared

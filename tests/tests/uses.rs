@@ -139,7 +139,10 @@ fn a_static_key_read_then_sent_is_a_use_with_wire_evidence_and_in_the_report() {
     let read = agent.wait_for("the key file read", |e| {
         e["keytrail.credential.source"] == "file" && e["process.pid"] == pid
     });
-    let fp = read["keytrail.credential.fingerprint"].as_str().unwrap().to_string();
+    let fp = read["keytrail.credential.fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let wire_use = agent.wait_for("a use with wire evidence", |e| {
         e["event.name"] == "keytrail.credential.use"
             && e["keytrail.credential.fingerprint"] == fp.as_str()
@@ -156,8 +159,16 @@ fn a_static_key_read_then_sent_is_a_use_with_wire_evidence_and_in_the_report() {
     assert_eq!(wire_use["process.pid"], pid);
     assert_eq!(wire_use["keytrail.cgroup.path"], cgroup.rel_path());
     assert_eq!(wire_use["keytrail.credential.shared_by"], 1, "{wire_use}");
-    assert!(wire_use["keytrail.use.count"].as_u64() >= Some(1), "{wire_use}");
-    for key in ["keytrail.use.first_seen", "keytrail.use.last_seen", "keytrail.workload.kind", "keytrail.workload.name"] {
+    assert!(
+        wire_use["keytrail.use.count"].as_u64() >= Some(1),
+        "{wire_use}"
+    );
+    for key in [
+        "keytrail.use.first_seen",
+        "keytrail.use.last_seen",
+        "keytrail.workload.kind",
+        "keytrail.workload.name",
+    ] {
         assert!(wire_use[key].is_string(), "{key} in {wire_use}");
     }
     // The SigV4 header names the key by id only: the wire sighting is the same credential.
@@ -182,18 +193,28 @@ fn a_static_key_read_then_sent_is_a_use_with_wire_evidence_and_in_the_report() {
     assert_eq!(row["shared_by"], 1);
     let dest = format!("s3.example.test:{}", server.port);
     assert!(
-        row["destinations"].as_array().unwrap().iter().any(|d| d == dest.as_str()),
+        row["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == dest.as_str()),
         "{row}"
     );
     for format in ["table", "csv", "markdown", "json"] {
         let out = report(&state, &["--format", format]);
         assert!(out.status.success(), "report --format {format}: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains(&key.key_id), "{format} report lacks the key id:\n{text}");
+        assert!(
+            text.contains(&key.key_id),
+            "{format} report lacks the key id:\n{text}"
+        );
         assert_no_leak(&format!("report --format {format}"), &text, &key.secret);
         if format == "table" {
             for line in text.lines() {
-                assert!(line.chars().count() <= 80, "table line over 80 columns: {line:?}");
+                assert!(
+                    line.chars().count() <= 80,
+                    "table line over 80 columns: {line:?}"
+                );
             }
         }
     }
@@ -213,7 +234,10 @@ fn one_token_in_two_workloads_is_shared_by_two_and_short_lived_ones_are_not_stat
     });
     let server = TlsServer::start("127.0.0.1");
     let mut tree = CgroupTree::new("use-shared");
-    let ids = [random(b"0123456789abcdef", 64), random(b"0123456789abcdef", 64)];
+    let ids = [
+        random(b"0123456789abcdef", 64),
+        random(b"0123456789abcdef", 64),
+    ];
     let leaves: Vec<_> = ids
         .iter()
         .map(|id| tree.leaf(&format!("system.slice/docker-{id}.scope")))
@@ -239,7 +263,10 @@ fn one_token_in_two_workloads_is_shared_by_two_and_short_lived_ones_are_not_stat
             && e["keytrail.credential.lifetime"] == "static"
             && e["keytrail.cgroup.path"] == leaves[1].rel.as_str()
     });
-    let fp = env_access["keytrail.credential.fingerprint"].as_str().unwrap().to_string();
+    let fp = env_access["keytrail.credential.fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Both workloads' edges end up with shared_by = 2 (the first one is written again).
     let done = |a: &Agent| {
         let events = a.events();
@@ -268,17 +295,25 @@ fn one_token_in_two_workloads_is_shared_by_two_and_short_lived_ones_are_not_stat
     assert_eq!(names.len(), 2, "{uses:?}");
 
     let statics = report_json(&state, "static");
-    let row = entry(&statics, &fp).unwrap_or_else(|| panic!("token not in the report: {statics:?}"));
+    let row =
+        entry(&statics, &fp).unwrap_or_else(|| panic!("token not in the report: {statics:?}"));
     assert_eq!(row["shared_by"], 2, "{row}");
     assert_eq!(row["workloads"].as_array().unwrap().len(), 2, "{row}");
     let short_fp = run
         .events
         .iter()
-        .find(|e| e["keytrail.credential.source"] == "env" && e["keytrail.credential.lifetime"] == "short_lived" && e["keytrail.cgroup.path"] == leaves[0].rel.as_str())
+        .find(|e| {
+            e["keytrail.credential.source"] == "env"
+                && e["keytrail.credential.lifetime"] == "short_lived"
+                && e["keytrail.cgroup.path"] == leaves[0].rel.as_str()
+        })
         .and_then(|e| e["keytrail.credential.fingerprint"].as_str())
         .expect("the short-lived token at exec")
         .to_string();
-    assert!(entry(&statics, &short_fp).is_none(), "a short-lived token in --only static");
+    assert!(
+        entry(&statics, &short_fp).is_none(),
+        "a short-lived token in --only static"
+    );
     let all = report_json(&state, "all");
     let short = entry(&all, &short_fp).expect("the short-lived token in --only all");
     assert_eq!(short["lifetime"], "short_lived");
@@ -314,10 +349,15 @@ fn a_restart_on_the_same_state_continues_counts_without_duplicate_rows() {
         } else {
             // After a restart the edge is not new: its counters come after the interval.
             agent.wait_for("the use count after the restart", |e| {
-                e["event.name"] == "keytrail.credential.use" && e["process.pid"] == pid && e["keytrail.use.count"].as_u64() > Some(counts[0])
+                e["event.name"] == "keytrail.credential.use"
+                    && e["process.pid"] == pid
+                    && e["keytrail.use.count"].as_u64() > Some(counts[0])
             })
         };
-        fp = wire["keytrail.credential.fingerprint"].as_str().unwrap().to_string();
+        fp = wire["keytrail.credential.fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let run = agent.stop();
         let last = uses_of(&run.events, &fp)
             .last()
@@ -328,7 +368,10 @@ fn a_restart_on_the_same_state_continues_counts_without_duplicate_rows() {
     }
     assert!(counts[1] > counts[0], "counts did not continue: {counts:?}");
     let rows = report_json(&state, "static");
-    let matching: Vec<_> = rows.iter().filter(|r| r["fingerprint"] == fp.as_str()).collect();
+    let matching: Vec<_> = rows
+        .iter()
+        .filter(|r| r["fingerprint"] == fp.as_str())
+        .collect();
     assert_eq!(matching.len(), 1, "one row per credential: {rows:?}");
     assert_eq!(matching[0]["uses"], counts[1], "{rows:?}");
     assert_eq!(matching[0]["shared_by"], 1, "{rows:?}");

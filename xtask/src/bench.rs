@@ -1,4 +1,4 @@
-//! `cargo xtask bench open|exec|getenv|net`: what the agent adds to the cost of opening a
+//! `cargo xtask bench open|exec|getenv|net|pipeline`: what the agent adds to the cost of opening a
 //! file, of starting a program, of reading an environment variable, of network connections.
 //!
 //! Each benchmark times a small C loop (`bench/*_loop.c`, compiled with `cc -O2`) that prints
@@ -34,6 +34,7 @@ mod exec;
 mod getenv;
 mod net;
 mod open;
+mod pipeline;
 
 use std::{
     collections::BTreeSet,
@@ -43,7 +44,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
         mpsc,
     },
     thread,
@@ -103,6 +104,9 @@ enum Bench {
     /// TCP connects, TLS handshakes, bulk TLS throughput and plain write()s with no agent,
     /// with the agent's network programs off, with the agent.
     Net(net::Options),
+    /// Agent CPU per event, RSS, latency to a real OTLP collector and losses at rising event
+    /// rates.
+    Pipeline(pipeline::Options),
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -111,6 +115,7 @@ pub fn run(opts: Options) -> Result<()> {
         Bench::Exec(opts) => exec::run(opts),
         Bench::Getenv(opts) => getenv::run(opts),
         Bench::Net(opts) => net::run(opts),
+        Bench::Pipeline(opts) => pipeline::run(opts),
     }
 }
 
@@ -358,7 +363,10 @@ impl Bencher {
             thread::sleep(POLL_INTERVAL);
         }
 
-        let ns_per_op = workload()?;
+        AGENT_PID.store(child.child.id(), Ordering::SeqCst);
+        let ns_per_op = workload();
+        AGENT_PID.store(0, Ordering::SeqCst);
+        let ns_per_op = ns_per_op?;
         child.terminate()?;
         let stats = last_stats_line(&events)?.with_context(|| {
             format!(
@@ -592,6 +600,9 @@ impl Drop for BpfStats {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The pid of the agent serving the current measurement (0: none), for benchmarks that
+/// sample its CPU time and memory.
+static AGENT_PID: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);

@@ -4,7 +4,9 @@
 //!   `-Z build-std=core` for `bpfel-unknown-none`), and `clippy` + `rustfmt` on the
 //!   toolchain in use;
 //! - `bpf-linker`, built against nightly's own libLLVM so both agree on the LLVM version;
-//! - a few Debian packages used by the tests and benchmarks.
+//! - a few Debian packages used by the tests and benchmarks;
+//! - the `rotel` OpenTelemetry collector (a PyPI wheel carrying its binary) in a
+//!   virtualenv at `target/rotel-venv`, for the OTLP end-to-end tests and benchmarks.
 //!
 //! Every step checks first and only installs what is missing, so running it again is fast.
 
@@ -35,6 +37,13 @@ const BPF_LINKER_SERIES: &str = "0.13";
 /// Directory under `$CARGO_HOME` holding the libLLVM symlinks bpf-linker is linked
 /// against (the binary keeps an rpath to `<dir>/lib`) and the build stamp.
 const LLVM_PREFIX_DIR: &str = "keytrail-llvm";
+
+/// rotel release the OTLP tests run against (`pip install rotel==...`).
+pub const ROTEL_VERSION: &str = "0.0.1a15";
+
+/// The virtualenv holding rotel, relative to the workspace root. tests/src/collector.rs looks
+/// for the binary at the same place.
+pub const ROTEL_VENV: &str = "target/rotel-venv";
 
 /// Commands used by the tests and benchmarks, with the Debian package providing each.
 pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
@@ -75,6 +84,7 @@ fn setup(rebuild_bpf_linker: bool) -> Result<()> {
     ensure_components(None, &nightly.host, ACTIVE_COMPONENTS)?;
     ensure_bpf_linker(&nightly, rebuild_bpf_linker)?;
     ensure_debian_packages(DEBIAN_PACKAGES)?;
+    ensure_rotel()?;
     eprintln!("setup: done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -398,6 +408,17 @@ pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
         eprintln!("setup: commands {commands} ok");
         return Ok(());
     }
+    apt_install(&missing)?;
+    if let Some((cmd, package)) = packages.iter().find(|(cmd, _)| find_in_path(cmd).is_none()) {
+        bail!("`{cmd}` is still missing after installing {package}");
+    }
+    eprintln!("setup: commands {commands} ok");
+    Ok(())
+}
+
+/// Installs Debian packages with apt-get (one `apt-get update`, one `apt-get install`), through
+/// sudo when not root.
+fn apt_install(missing: &[&str]) -> Result<()> {
     if find_in_path("apt-get").is_none() {
         bail!(
             "missing packages {} and apt-get is not available: install them with your \
@@ -427,11 +448,104 @@ pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
     eprintln!("setup: installing Debian packages: {}", missing.join(" "));
     run_checked(&mut apt(&["update"])?)?;
     let mut install = apt(&["install", "-y", "--no-install-recommends"])?;
-    install.args(&missing);
-    run_checked(&mut install)?;
-    if let Some((cmd, package)) = packages.iter().find(|(cmd, _)| find_in_path(cmd).is_none()) {
-        bail!("`{cmd}` is still missing after installing {package}");
+    install.args(missing);
+    run_checked(&mut install)
+}
+
+/// The rotel collector binary (`rotel-agent`) inside the virtualenv, if installed.
+pub fn rotel_binary() -> Result<PathBuf> {
+    let venv = util::workspace_root().join(ROTEL_VENV);
+    find_rotel(&venv).with_context(|| {
+        format!(
+            "rotel is not installed in {}: run `cargo xtask setup`",
+            venv.display()
+        )
+    })
+}
+
+/// `<venv>/lib/python3.*/site-packages/rotel/rotel-agent`, if it is there.
+fn find_rotel(venv: &Path) -> Option<PathBuf> {
+    fs::read_dir(venv.join("lib"))
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|dir| {
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("python3"))
+        })
+        .map(|dir| dir.join("site-packages/rotel/rotel-agent"))
+        .find(|bin| bin.is_file())
+}
+
+/// Installs rotel `ROTEL_VERSION` from PyPI into `ROTEL_VENV` unless it is already there:
+/// `python3 -m venv`, then the venv's pip (which honours the usual `PIP_*` settings, e.g. a
+/// local wheel mirror).
+fn ensure_rotel() -> Result<()> {
+    let venv = util::workspace_root().join(ROTEL_VENV);
+    let python = venv.join("bin/python");
+    let installed = |python: &Path| -> Option<String> {
+        let out = command(python)
+            .ok()?
+            .args([
+                "-c",
+                "import rotel, importlib.metadata as m; print(m.version('rotel'))",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    if installed(&python).as_deref() == Some(ROTEL_VERSION) && find_rotel(&venv).is_some() {
+        eprintln!("setup: rotel {ROTEL_VERSION} ok");
+        return Ok(());
     }
-    eprintln!("setup: commands {commands} ok");
+    if find_in_path("python3").is_none() {
+        ensure_debian_packages(&[("python3", "python3")])?;
+    }
+    let runs = command(&python)?
+        .args(["-c", "pass"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if venv.exists() && !runs {
+        // Left from another Python (or half made): start over.
+        fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
+    }
+    if !python.is_file() {
+        // Debian's python3 has `venv` (with ensurepip) in a package of its own.
+        let has_venv = command("python3")?
+            .args(["-c", "import venv, ensurepip"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_venv {
+            eprintln!("setup: python3 has no venv module; installing python3-venv");
+            apt_install(&["python3-venv"])?;
+        }
+        eprintln!("setup: creating the virtualenv {}", venv.display());
+        run_checked(command("python3")?.args(["-m", "venv"]).arg(&venv))
+            .context("creating the rotel virtualenv failed")?;
+    }
+    eprintln!(
+        "setup: installing rotel {ROTEL_VERSION} into {}",
+        venv.display()
+    );
+    run_checked(
+        command(venv.join("bin/pip"))?
+            .args(["install", "--quiet"])
+            .arg(format!("rotel=={ROTEL_VERSION}"))
+            .stdin(std::process::Stdio::null()),
+    )
+    .context("installing rotel from PyPI failed")?;
+    let bin = rotel_binary()?;
+    if installed(&python).as_deref() != Some(ROTEL_VERSION) {
+        bail!("rotel {ROTEL_VERSION} was installed but `import rotel` fails");
+    }
+    eprintln!("setup: rotel {ROTEL_VERSION} ok ({})", bin.display());
     Ok(())
 }

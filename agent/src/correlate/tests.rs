@@ -54,7 +54,8 @@ fn connection(time: u64, pid: u32, workload: &str, outcome: &str) -> Record {
 }
 
 fn get<'a>(r: &'a Record, key: &str) -> &'a Value {
-    r.get(key).unwrap_or_else(|| panic!("{key} missing in {r:?}"))
+    r.get(key)
+        .unwrap_or_else(|| panic!("{key} missing in {r:?}"))
 }
 
 fn s(v: &str) -> Value {
@@ -65,7 +66,10 @@ fn s(v: &str) -> Value {
 fn a_process_that_read_a_credential_then_connected_used_it() {
     let counters = CorrelateCounters::default();
     let mut c = Correlator::new(&config(100));
-    assert!(c.on_access(&mut access(0, 10, "container/a", FP, "file"), &counters).is_empty());
+    assert!(
+        c.on_access(&mut access(0, 10, "container/a", FP, "file"), &counters)
+            .is_empty()
+    );
     let uses = c.on_connection(&connection(1, 10, "container/a", "established"), &counters);
     assert_eq!(uses.len(), 1);
     let u = &uses[0];
@@ -92,13 +96,20 @@ fn wire_evidence_upgrades_an_edge_without_counting_the_request_twice() {
     let counters = CorrelateCounters::default();
     let mut c = Correlator::new(&config(100));
     c.on_access(&mut access(0, 10, "container/a", FP, "file"), &counters);
-    assert_eq!(c.on_connection(&connection(1, 10, "container/a", "established"), &counters).len(), 1);
+    assert_eq!(
+        c.on_connection(&connection(1, 10, "container/a", "established"), &counters)
+            .len(),
+        1
+    );
     let uses = c.on_access(&mut wire(1, 10, "container/a", FP), &counters);
     assert_eq!(uses.len(), 1, "stronger evidence is written at once");
     assert_eq!(get(&uses[0], "keytrail.evidence"), &s("wire"));
     assert_eq!(get(&uses[0], "keytrail.use.count"), &Value::Int(1));
     // A later process connection does not weaken it.
-    assert!(c.on_connection(&connection(2, 10, "container/a", "established"), &counters).is_empty());
+    assert!(
+        c.on_connection(&connection(2, 10, "container/a", "established"), &counters)
+            .is_empty()
+    );
     let due = c.due(t(2), true, &counters);
     assert_eq!(get(&due[0], "keytrail.evidence"), &s("wire"));
     assert_eq!(get(&due[0], "keytrail.use.count"), &Value::Int(2));
@@ -109,17 +120,30 @@ fn repeated_uses_are_written_once_per_interval_with_counters() {
     let counters = CorrelateCounters::default();
     let mut c = Correlator::new(&config(100));
     c.on_access(&mut access(0, 10, "container/a", FP, "file"), &counters);
-    assert_eq!(c.on_connection(&connection(1, 10, "container/a", "established"), &counters).len(), 1);
+    assert_eq!(
+        c.on_connection(&connection(1, 10, "container/a", "established"), &counters)
+            .len(),
+        1
+    );
     for i in 2..100 {
-        assert!(c.on_connection(&connection(i, 10, "container/a", "established"), &counters).is_empty());
+        assert!(
+            c.on_connection(&connection(i, 10, "container/a", "established"), &counters)
+                .is_empty()
+        );
     }
-    assert!(c.due(t(30), false, &counters).is_empty(), "the interval has not passed");
+    assert!(
+        c.due(t(30), false, &counters).is_empty(),
+        "the interval has not passed"
+    );
     let due = c.due(t(61), false, &counters);
     assert_eq!(due.len(), 1);
     assert_eq!(get(&due[0], "keytrail.use.count"), &Value::Int(99));
     assert_eq!(get(&due[0], "keytrail.use.last_seen"), &s(&rfc3339(t(99))));
     assert_eq!(get(&due[0], "keytrail.use.first_seen"), &s(&rfc3339(t(1))));
-    assert!(c.due(t(200), false, &counters).is_empty(), "nothing changed since");
+    assert!(
+        c.due(t(200), false, &counters).is_empty(),
+        "nothing changed since"
+    );
     assert_eq!(counters.emitted.load(Ordering::Relaxed), 2);
 }
 
@@ -132,8 +156,17 @@ fn another_process_of_the_workload_is_workload_evidence() {
     assert_eq!(uses.len(), 1);
     assert_eq!(get(&uses[0], "keytrail.evidence"), &s("workload"));
     // Plain processes are their own workload: no evidence across them.
-    c.on_access(&mut access(0, 21, "process//usr/bin/x", FP2, "env"), &counters);
-    assert!(c.on_connection(&connection(1, 22, "process//usr/bin/x", "established"), &counters).is_empty());
+    c.on_access(
+        &mut access(0, 21, "process//usr/bin/x", FP2, "env"),
+        &counters,
+    );
+    assert!(
+        c.on_connection(
+            &connection(1, 22, "process//usr/bin/x", "established"),
+            &counters
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -141,15 +174,37 @@ fn old_reads_exits_and_failed_connections_are_not_uses() {
     let counters = CorrelateCounters::default();
     let mut c = Correlator::new(&config(100));
     c.on_access(&mut access(0, 10, "container/a", FP, "file"), &counters);
-    assert!(c.on_connection(&connection(1, 10, "container/a", "failed"), &counters).is_empty());
-    assert!(c.on_connection(&connection(601, 10, "container/b", "established"), &counters).is_empty());
     assert!(
-        c.on_connection(&connection(601, 10, "container/a", "established"), &counters).is_empty(),
+        c.on_connection(&connection(1, 10, "container/a", "failed"), &counters)
+            .is_empty()
+    );
+    assert!(
+        c.on_connection(
+            &connection(601, 10, "container/b", "established"),
+            &counters
+        )
+        .is_empty()
+    );
+    assert!(
+        c.on_connection(
+            &connection(601, 10, "container/a", "established"),
+            &counters
+        )
+        .is_empty(),
         "read longer ago than the window"
     );
-    c.on_access(&mut access(700, 30, "process//usr/bin/y", FP2, "file"), &counters);
+    c.on_access(
+        &mut access(700, 30, "process//usr/bin/y", FP2, "file"),
+        &counters,
+    );
     c.on_exit(30);
-    assert!(c.on_connection(&connection(701, 30, "process//usr/bin/y", "established"), &counters).is_empty());
+    assert!(
+        c.on_connection(
+            &connection(701, 30, "process//usr/bin/y", "established"),
+            &counters
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -166,7 +221,10 @@ fn a_credential_in_two_workloads_is_shared_by_two_on_both() {
     let due = c.due(t(4), false, &counters);
     assert_eq!(due.len(), 1);
     assert_eq!(get(&due[0], "keytrail.workload.name"), &s("a"));
-    assert_eq!(get(&due[0], "keytrail.credential.shared_by"), &Value::Int(2));
+    assert_eq!(
+        get(&due[0], "keytrail.credential.shared_by"),
+        &Value::Int(2)
+    );
     assert_eq!(get(&due[0], "keytrail.use.count"), &Value::Int(1));
 }
 
@@ -181,17 +239,27 @@ fn the_same_credential_in_two_namespaces_is_flagged() {
     c.on_access(&mut a, &counters);
     c.on_access(&mut b, &counters);
     let uses = c.on_connection(&connection(1, 20, "pod/dev/api", "established"), &counters);
-    assert_eq!(get(&uses[0], "keytrail.credential.cross_namespace"), &Value::Bool(true));
+    assert_eq!(
+        get(&uses[0], "keytrail.credential.cross_namespace"),
+        &Value::Bool(true)
+    );
 }
 
 #[test]
 fn edges_past_the_cap_are_evicted_and_counted() {
     let counters = CorrelateCounters::default();
     let mut c = Correlator::new(&config(2));
-    for (i, w) in ["container/a", "container/b", "container/c"].iter().enumerate() {
+    for (i, w) in ["container/a", "container/b", "container/c"]
+        .iter()
+        .enumerate()
+    {
         let pid = 10 + i as u32;
         c.on_access(&mut access(0, pid, w, FP, "file"), &counters);
-        assert_eq!(c.on_connection(&connection(1, pid, w, "established"), &counters).len(), 1);
+        assert_eq!(
+            c.on_connection(&connection(1, pid, w, "established"), &counters)
+                .len(),
+            1
+        );
     }
     assert_eq!(counters.evicted.load(Ordering::Relaxed), 1);
     assert_eq!(counters.edges.load(Ordering::Relaxed), 2);
@@ -221,7 +289,8 @@ fn seeded_edges_continue_their_counts() {
     );
     c.on_access(&mut access(20, 10, "container/a", FP, "file"), &counters);
     assert!(
-        c.on_connection(&connection(21, 10, "container/a", "established"), &counters).is_empty(),
+        c.on_connection(&connection(21, 10, "container/a", "established"), &counters)
+            .is_empty(),
         "not new, not stronger: waits for the interval"
     );
     let due = c.due(t(100), false, &counters);
@@ -229,7 +298,10 @@ fn seeded_edges_continue_their_counts() {
     assert_eq!(get(&due[0], "keytrail.use.count"), &Value::Int(6));
     assert_eq!(get(&due[0], "keytrail.evidence"), &s("wire"));
     assert_eq!(get(&due[0], "keytrail.use.first_seen"), &s(&rfc3339(t(0))));
-    assert_eq!(get(&due[0], "keytrail.credential.shared_by"), &Value::Int(2));
+    assert_eq!(
+        get(&due[0], "keytrail.credential.shared_by"),
+        &Value::Int(2)
+    );
 }
 
 #[test]
