@@ -465,6 +465,7 @@ impl Pipeline {
                 self.procs.on_exit(e);
                 self.files.on_exit(e.header.pid);
                 self.correlator.on_exit(e.header.pid);
+                self.inspector.forget(e.header.pid);
                 let keys = self.env.on_exit(e.header.pid);
                 if !keys.is_empty() {
                     let _ = self.probe_tx.send(ProbeRequest::ForgetGetenv(keys));

@@ -25,7 +25,7 @@ use lru::LruCache;
 use crate::{
     config::CorrelateConfig,
     inventory::{StoredHolder, StoredUse},
-    record::{Record, Severity, Value, names},
+    record::{Key, Record, Severity, Value, names},
 };
 
 /// Kinds whose public id names one credential: a wire sighting of the id is that credential.
@@ -95,7 +95,7 @@ struct Edge {
     /// Counters changed since the last record.
     changed: bool,
     /// The process and workload attributes of the latest evidence.
-    who: Vec<(String, Value)>,
+    who: Vec<(Key, Value)>,
     peer: Option<String>,
     /// The process of the latest connection counted, and when.
     last_connection: Option<(i64, SystemTime)>,
@@ -104,7 +104,7 @@ struct Edge {
 /// What is known of a credential, from its access records.
 #[derive(Debug, Default)]
 struct CredentialInfo {
-    attrs: Vec<(String, Value)>,
+    attrs: Vec<(Key, Value)>,
     lifetime_static: bool,
     /// Workloads seen holding or using it.
     workloads: HashSet<String>,
@@ -286,7 +286,7 @@ impl Correlator {
         let info = self.credential(&fp);
         info.attrs = CREDENTIAL_KEYS
             .iter()
-            .filter_map(|k| r.get(k).map(|v| ((*k).to_string(), v.clone())))
+            .filter_map(|k| r.get(k).map(|v| (Key::Borrowed(k), v.clone())))
             .collect();
         info.lifetime_static = str_attr(r, "keytrail.credential.lifetime") == Some("static");
         let new_holder = info.workloads.insert(workload.clone());
@@ -420,8 +420,7 @@ impl Correlator {
         peer: Option<String>,
         counters: &CorrelateCounters,
     ) -> Option<Record> {
-        let who: Vec<(String, Value)> =
-            r.attrs.iter().filter(|(k, _)| is_who(k)).cloned().collect();
+        let who: Vec<(Key, Value)> = r.attrs.iter().filter(|(k, _)| is_who(k)).cloned().collect();
         let time = r.time;
         self.credential(&key.fingerprint)
             .workloads

@@ -309,7 +309,7 @@ pub fn access_records(
     now: SystemTime,
     first_seen: &mut FirstSeen,
 ) -> Vec<Record> {
-    let unknown = |mut r: Record, key: Option<(&str, String)>| {
+    let unknown = |mut r: Record, key: Option<(&'static str, String)>| {
         r.set("keytrail.credential.kind", "unknown")
             .set("keytrail.credential.lifetime", "unknown");
         if let Some((k, v)) = key {
@@ -367,7 +367,10 @@ impl FirstSeen {
         if self.seen.len() >= Self::MAX && !self.seen.contains_key(fingerprint) {
             self.seen.clear();
         }
-        let first = *self.seen.entry(fingerprint.to_string()).or_insert(now);
+        let first = match self.seen.get(fingerprint) {
+            Some(t) => *t,
+            None => *self.seen.entry(fingerprint.to_string()).or_insert(now),
+        };
         now.duration_since(first).map(|d| d.as_secs()).unwrap_or(0)
     }
 }

@@ -58,6 +58,7 @@ impl Inspector {
 
     /// Keeps a root handle for the cgroup of a process seen alive (at exec).
     pub fn observe(&mut self, pid: u32, cgroup_id: u64, mnt_ns: Option<u64>) {
+        self.roots.forget_process(pid);
         self.roots.observe(pid, cgroup_id, mnt_ns);
     }
 
@@ -115,6 +116,11 @@ impl Inspector {
             identity: Some(identity),
             via: Some(via),
         }
+    }
+
+    /// A process exited: its root handle goes.
+    pub fn forget(&mut self, pid: u32) {
+        self.roots.forget_process(pid);
     }
 
     /// The credentials in the environment of process `pid` (its /proc/PID/environ, as read by

@@ -29,7 +29,9 @@ const SCHEMA_VERSION: i64 = 1;
 /// agent writes, or two agents on one file).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Records written in one transaction, at most.
-const BATCH: usize = 1000;
+const BATCH: usize = 4096;
+/// Pause before each transaction, so records arriving meanwhile join it.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -518,6 +520,8 @@ fn write_loop(mut inventory: Inventory, mut rx: mpsc::Receiver<Arc<Record>>) {
     let mut lost: u64 = 0;
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.blocking_recv() {
+        // Let a busy stream gather for a moment: one transaction per interval, not per record.
+        std::thread::sleep(COMMIT_INTERVAL);
         batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -760,98 +764,179 @@ fn use_row(r: &Record) -> Result<UseRow<'_>, Skip> {
     })
 }
 
+/// Applies a batch: rows are merged in memory first (a busy workload reads the same
+/// credential many times per batch), then each distinct row is upserted once.
 fn apply_all(
     tx: &Transaction<'_>,
     records: &[Arc<Record>],
     skipped: &mut u64,
 ) -> rusqlite::Result<()> {
+    let mut batch = Merged::default();
     for r in records {
-        match apply_one(tx, r) {
-            Ok(()) | Err(Outcome::Skip(Skip::Ignored)) => {}
-            Err(Outcome::Skip(Skip::Malformed)) => *skipped += 1,
-            Err(Outcome::Sqlite(e)) => return Err(e),
+        match batch.add(r) {
+            Ok(()) | Err(Skip::Ignored) => {}
+            Err(Skip::Malformed) => *skipped += 1,
         }
     }
-    Ok(())
+    batch.write(tx)
 }
 
-/// Why [`apply_one`] wrote nothing.
-enum Outcome {
-    Skip(Skip),
-    Sqlite(rusqlite::Error),
+/// A holder row of a batch: first seen, last seen, accesses, distinct sources.
+type HolderTimes = (i64, i64, i64, Vec<String>);
+
+/// Rows of one batch, merged by key as the upserts would merge them.
+#[derive(Default)]
+struct Merged<'a> {
+    credentials: HashMap<&'a str, CredentialRow<'a>>,
+    /// With first and last seen, and accesses.
+    credential_times: HashMap<&'a str, (i64, i64, i64)>,
+    workloads: HashMap<String, (WorkloadRow<'a>, i64, i64)>,
+    holders: HashMap<(&'a str, String), HolderTimes>,
+    uses: HashMap<(String, &'a str, &'a str, i64), UseRow<'a>>,
 }
 
-impl From<Skip> for Outcome {
-    fn from(s: Skip) -> Self {
-        Outcome::Skip(s)
+impl<'a> Merged<'a> {
+    fn add(&mut self, r: &'a Record) -> Result<(), Skip> {
+        let is_access = match r.name {
+            names::CREDENTIAL_ACCESS => true,
+            names::CREDENTIAL_USE => false,
+            _ => return Err(Skip::Ignored),
+        };
+        let credential = credential_row(r)?;
+        let workload = workload_row(r)?;
+        let (first_seen, last_seen, accesses, source, used) = if is_access {
+            let source = opt_str(r, "keytrail.credential.source")?.unwrap_or("");
+            let time = to_ms(r.time);
+            (time, time, 1, source.replace(',', "_"), None)
+        } else {
+            let u = use_row(r)?;
+            (u.first_seen, u.last_seen, 0, String::new(), Some(u))
+        };
+        let fp = credential.fingerprint;
+        let times = self
+            .credential_times
+            .entry(fp)
+            .or_insert((first_seen, last_seen, 0));
+        *times = (
+            times.0.min(first_seen),
+            times.1.max(last_seen),
+            times.2 + accesses,
+        );
+        match self.credentials.get_mut(fp) {
+            Some(c) => {
+                c.kind = credential.kind.or(c.kind);
+                c.lifetime = credential.lifetime.or(c.lifetime);
+                c.id = credential.id.or(c.id);
+                c.expires_at = credential.expires_at.or(c.expires_at);
+                c.age_s = c.age_s.max(credential.age_s);
+            }
+            None => {
+                self.credentials.insert(fp, credential);
+            }
+        }
+        let holder = self.holders.entry((fp, workload.key.clone())).or_insert((
+            first_seen,
+            last_seen,
+            0,
+            Vec::new(),
+        ));
+        holder.0 = holder.0.min(first_seen);
+        holder.1 = holder.1.max(last_seen);
+        holder.2 += accesses;
+        if !source.is_empty() && !holder.3.contains(&source) {
+            holder.3.push(source);
+        }
+        if let Some(u) = used {
+            let key = (workload.key.clone(), fp, u.address, u.port);
+            match self.uses.get_mut(&key) {
+                Some(old) => {
+                    if rank(u.evidence) > rank(old.evidence) {
+                        old.evidence = u.evidence;
+                    }
+                    old.count = old.count.max(u.count);
+                    old.first_seen = old.first_seen.min(u.first_seen);
+                    old.last_seen = old.last_seen.max(u.last_seen);
+                }
+                None => {
+                    self.uses.insert(key, u);
+                }
+            }
+        }
+        match self.workloads.get_mut(&workload.key) {
+            Some((w, first, last)) => {
+                *first = (*first).min(first_seen);
+                *last = (*last).max(last_seen);
+                w.namespace = workload.namespace.or(w.namespace);
+                w.pod = workload.pod.or(w.pod);
+                w.container_id = workload.container_id.or(w.container_id);
+                w.owner = workload.owner.or(w.owner);
+            }
+            None => {
+                self.workloads
+                    .insert(workload.key.clone(), (workload, first_seen, last_seen));
+            }
+        }
+        Ok(())
     }
-}
 
-impl From<rusqlite::Error> for Outcome {
-    fn from(e: rusqlite::Error) -> Self {
-        Outcome::Sqlite(e)
+    fn write(self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        for (fp, c) in &self.credentials {
+            let (first_seen, last_seen, accesses) = self.credential_times[fp];
+            tx.prepare_cached(UPSERT_CREDENTIAL)?.execute(params![
+                c.fingerprint,
+                c.kind,
+                c.lifetime,
+                c.id,
+                c.expires_at,
+                first_seen,
+                last_seen,
+                accesses,
+                c.age_s,
+            ])?;
+        }
+        for (w, first_seen, last_seen) in self.workloads.values() {
+            tx.prepare_cached(UPSERT_WORKLOAD)?.execute(params![
+                w.key,
+                w.kind,
+                w.name,
+                w.namespace,
+                w.pod,
+                w.container_id,
+                w.owner,
+                first_seen,
+                last_seen,
+            ])?;
+        }
+        for ((fp, workload), (first_seen, last_seen, accesses, sources)) in &self.holders {
+            // One upsert per distinct source (the statement adds one); the accesses once.
+            let mut accesses = *accesses;
+            let no_source = [String::new()];
+            let sources = if sources.is_empty() {
+                &no_source[..]
+            } else {
+                &sources[..]
+            };
+            for source in sources {
+                tx.prepare_cached(UPSERT_HOLDER)?.execute(params![
+                    fp, workload, first_seen, last_seen, accesses, source,
+                ])?;
+                accesses = 0;
+            }
+        }
+        for ((workload, fp, _, _), u) in &self.uses {
+            tx.prepare_cached(UPSERT_USE)?.execute(params![
+                workload,
+                fp,
+                u.address,
+                u.port,
+                u.evidence,
+                u.count,
+                u.first_seen,
+                u.last_seen,
+            ])?;
+        }
+        Ok(())
     }
-}
-
-fn apply_one(tx: &Transaction<'_>, r: &Record) -> Result<(), Outcome> {
-    let is_access = match r.name {
-        names::CREDENTIAL_ACCESS => true,
-        names::CREDENTIAL_USE => false,
-        _ => return Err(Skip::Ignored.into()),
-    };
-    let credential = credential_row(r)?;
-    let workload = workload_row(r)?;
-    let (first_seen, last_seen, accesses, source, used) = if is_access {
-        let source = opt_str(r, "keytrail.credential.source")?.unwrap_or("");
-        let time = to_ms(r.time);
-        (time, time, 1, source.replace(',', "_"), None)
-    } else {
-        let u = use_row(r)?;
-        (u.first_seen, u.last_seen, 0, String::new(), Some(u))
-    };
-    tx.prepare_cached(UPSERT_CREDENTIAL)?.execute(params![
-        credential.fingerprint,
-        credential.kind,
-        credential.lifetime,
-        credential.id,
-        credential.expires_at,
-        first_seen,
-        last_seen,
-        accesses,
-        credential.age_s,
-    ])?;
-    tx.prepare_cached(UPSERT_WORKLOAD)?.execute(params![
-        workload.key,
-        workload.kind,
-        workload.name,
-        workload.namespace,
-        workload.pod,
-        workload.container_id,
-        workload.owner,
-        first_seen,
-        last_seen,
-    ])?;
-    tx.prepare_cached(UPSERT_HOLDER)?.execute(params![
-        credential.fingerprint,
-        workload.key,
-        first_seen,
-        last_seen,
-        accesses,
-        source,
-    ])?;
-    if let Some(u) = used {
-        tx.prepare_cached(UPSERT_USE)?.execute(params![
-            workload.key,
-            credential.fingerprint,
-            u.address,
-            u.port,
-            u.evidence,
-            u.count,
-            u.first_seen,
-            u.last_seen,
-        ])?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1248,7 +1333,7 @@ pub(crate) mod tests {
             let mut r = (**r).clone();
             r.attrs.retain(|(k, _)| k != key);
             if let Some(v) = value {
-                r.attrs.push((key.to_string(), v));
+                r.attrs.push((key.to_string().into(), v));
             }
             Arc::new(r)
         };

@@ -3,7 +3,7 @@
 //!
 //! Never put a secret value, a command line or an environment value in a record.
 
-use std::time::SystemTime;
+use std::{borrow::Cow, time::SystemTime};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -72,14 +72,18 @@ impl From<bool> for Value {
     }
 }
 
+/// An attribute key: borrowed when static (most are), so records allocate no keys.
+pub type Key = Cow<'static, str>;
+
 #[derive(Debug, Clone)]
 pub struct Record {
     pub time: SystemTime,
     /// One of [`names`].
     pub name: &'static str,
     pub severity: Severity,
-    /// Attributes in insertion order; keys are static so no data can become a key.
-    pub attrs: Vec<(String, Value)>,
+    /// Attributes in insertion order. Keys are names from the code (static, or built from
+    /// probe and sink names), never data.
+    pub attrs: Vec<(Key, Value)>,
 }
 
 impl Record {
@@ -93,15 +97,15 @@ impl Record {
     }
 
     /// Adds an attribute.
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<Value>) -> &mut Self {
+    pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) -> &mut Self {
         self.attrs.push((key.into(), value.into()));
         self
     }
 
     /// Adds an attribute when the value is known.
-    pub fn set_opt<V: Into<Value>>(&mut self, key: &str, value: Option<V>) -> &mut Self {
+    pub fn set_opt<V: Into<Value>>(&mut self, key: &'static str, value: Option<V>) -> &mut Self {
         if let Some(v) = value {
-            self.attrs.push((key.to_string(), v.into()));
+            self.attrs.push((Cow::Borrowed(key), v.into()));
         }
         self
     }

@@ -211,10 +211,18 @@ struct RootHandle {
     root: OwnedFd,
 }
 
+/// Processes whose root handle is kept, at most.
+const MAX_PROCESS_ROOTS: usize = 4096;
+
 /// Finds a root to read through for a process, alive or not.
 #[derive(Default)]
 pub struct Roots {
     by_cgroup: HashMap<u64, RootHandle>,
+    /// The root of each live process seen opening files, so a busy reader costs one dup per
+    /// open rather than a procfs lookup and a namespace stat. Forgotten at exec and exit (a
+    /// root changes with exec; a process that changes its root without exec (chroot, unshare)
+    /// keeps being read through the old one until its next exec).
+    by_pid: HashMap<u32, OwnedFd>,
 }
 
 /// How the root used for a read was found (reported, so a reader knows how exact it is).
@@ -241,6 +249,11 @@ impl RootSource {
 impl Roots {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Forgets the root handle of a process that exec'd or exited.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.by_pid.remove(&pid);
     }
 
     /// Remembers the root of a live process of `cgroup_id` (called at exec and at opens).
@@ -271,8 +284,17 @@ impl Roots {
         cgroup_id: u64,
         cgroup_dir: Option<&Path>,
     ) -> Result<(OwnedFd, RootSource), ReadError> {
+        if let Some(root) = self.by_pid.get(&pid).and_then(|r| r.try_clone().ok()) {
+            return Ok((root, RootSource::Process));
+        }
         if let Ok(root) = open_root(pid) {
             self.observe(pid, cgroup_id, mount_ns(pid));
+            if self.by_pid.len() >= MAX_PROCESS_ROOTS {
+                self.by_pid.clear();
+            }
+            if let Ok(kept) = root.try_clone() {
+                self.by_pid.insert(pid, kept);
+            }
             return Ok((root, RootSource::Process));
         }
         let kept_ns = self.by_cgroup.get(&cgroup_id).map(|h| h.mnt_ns);

@@ -628,7 +628,7 @@ impl K8sIndex {
 }
 
 /// Sets `key` in place when present (keeping its position), else adds it.
-fn replace(r: &mut Record, key: &str, value: impl Into<Value>) {
+fn replace(r: &mut Record, key: &'static str, value: impl Into<Value>) {
     let value = value.into();
     match r.attrs.iter_mut().find(|(k, _)| k == key) {
         Some((_, v)) => *v = value,

@@ -378,8 +378,7 @@ struct BenchCgroups {
 
 impl BenchCgroups {
     fn create(n: usize) -> Result<Self> {
-        let base =
-            PathBuf::from("/sys/fs/cgroup").join(format!("keytrail-bench-{}", std::process::id()));
+        let base = cgroup2_mount()?.join(format!("keytrail-bench-{}", std::process::id()));
         fs::create_dir(&base).with_context(|| format!("creating cgroup {}", base.display()))?;
         let mut procs = Vec::new();
         for i in 0..n {
@@ -403,6 +402,21 @@ impl Drop for BenchCgroups {
         }
         let _ = fs::remove_dir(&self.base);
     }
+}
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
+fn cgroup2_mount() -> Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            // `... mount-point ... - cgroup2 ...`: the type follows the ` - ` separator.
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next() == Some("cgroup2"))
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
+                .flatten()
+        })
+        .context("no cgroup2 file system is mounted")
 }
 
 /// Moves the calling (forked) process into the cgroup whose `cgroup.procs` is `procs`.
