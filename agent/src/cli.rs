@@ -15,10 +15,11 @@ use crate::{
 ///
 /// Traces, from the kernel, the credentials the workloads of this host touch (opens of
 /// credential files, secrets in environments at exec and read with getenv, other processes'
-/// /proc/PID/environ, credentials in request headers on outbound connections) and reports each
-/// as a `keytrail.credential.access` JSON line naming the workload and, on the wire, the
-/// destination. Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN). Never prints a secret
-/// value.
+/// /proc/PID/environ, credentials in request headers on outbound connections) and where they
+/// send them: `keytrail.credential.access` and `keytrail.credential.use` records as JSON lines
+/// and over OTLP, and an inventory in the state file that `keytrail report` turns into the
+/// list of static secrets still in use. The agent needs root (or CAP_BPF, CAP_PERFMON and
+/// CAP_SYS_ADMIN). Never prints a secret value.
 #[derive(Debug, Parser)]
 #[command(name = "keytrail", version)]
 pub struct Cli {

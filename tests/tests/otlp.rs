@@ -145,9 +145,12 @@ fn records_reach_the_collector(protocol: Protocol) {
     );
     let args = collector.agent_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("keytrail.db");
     let mut agent = Agent::launch(Launch {
         config: Some(&config),
         args: &args,
+        state: Some(&state),
         ..Launch::default()
     });
     let readers = Readers::new("otlp");
@@ -270,6 +273,17 @@ fn records_reach_the_collector(protocol: Protocol) {
     assert_no_leak("agent log", &run.stderr, &key.secret);
     let lines: String = run.events.iter().map(|e| e.to_string() + "\n").collect();
     assert_no_leak("JSON lines", &lines, &key.secret);
+    // The inventory holds the key (by fingerprint and id), never its secret.
+    let mut inventory = Vec::new();
+    for suffix in ["", "-wal"] {
+        inventory.extend(std::fs::read(format!("{}{suffix}", state.display())).unwrap_or_default());
+    }
+    let inventory = String::from_utf8_lossy(&inventory);
+    assert!(
+        inventory.contains(key.id.as_str()),
+        "the key id is not in the inventory"
+    );
+    assert_no_leak("inventory", &inventory, &key.secret);
 }
 
 #[test]
