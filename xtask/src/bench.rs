@@ -29,6 +29,10 @@
 //!   control, write() to `/dev/null`; no floor (there is no network family), the agent with
 //!   its network programs off instead; `--check` fails unless the agent keeps 95% of the
 //!   rates and the write() cost within 2%.
+//! - [`pipeline`]: not an overhead ratio but what the agent's userspace sustains: generators
+//!   in several cgroups at rising event rates, the agent exporting to a real collector (rotel);
+//!   agent CPU per delivered event, peak RSS, latency to the collector and losses; `--check`
+//!   fails on a missed target.
 
 mod exec;
 mod getenv;

@@ -34,7 +34,7 @@ use opentelemetry::{
     trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _},
 };
 use opentelemetry_otlp::{
-    Protocol, RetryPolicy, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _,
+    Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
     tonic_types::{
         metadata::MetadataMap,
         transport::{Certificate, ClientTlsConfig},
@@ -99,8 +99,8 @@ pub struct OtlpCounters {
     pub failed: AtomicU64,
     /// Export attempts repeated after a failure.
     pub retries: AtomicU64,
-    /// From each exported record's time (for kernel events, the traced call) to the
-    /// collector's acknowledgement.
+    /// From each exported access record's time (the traced call) to the collector's
+    /// acknowledgement.
     pub latency: Latency,
 }
 
@@ -429,7 +429,12 @@ impl OtlpSink {
             .exported
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         let now = SystemTime::now();
-        for r in records {
+        // Access records carry the time of the traced call; a use record's time is its edge's
+        // last sighting, written up to an emit interval later by design.
+        for r in records
+            .iter()
+            .filter(|r| r.event_name() == Some(names::CREDENTIAL_ACCESS))
+        {
             if let Some(t) = r.timestamp() {
                 self.counters
                     .latency
@@ -1040,29 +1045,38 @@ impl Transport {
         format!("{}{path}", self.endpoint)
     }
 
+    /// The gRPC settings shared by the three exporters.
+    fn tonic<B: WithExportConfig + WithTonicConfig>(&self, builder: B) -> B {
+        let mut b = builder
+            .with_endpoint(self.endpoint.clone())
+            .with_timeout(self.timeout)
+            .with_metadata(self.metadata.clone());
+        if let Some(tls) = &self.tls {
+            b = b.with_tls_config(tls.clone());
+        }
+        b
+    }
+
+    /// The HTTP settings shared by the three exporters; `path` is the signal's.
+    fn http<B: WithExportConfig + WithHttpConfig>(&self, builder: B, path: &str) -> B {
+        builder
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(self.http_url(path))
+            .with_timeout(self.timeout)
+            .with_http_client(self.http_client.clone().unwrap_or_default())
+            .with_headers(self.headers.clone())
+    }
+
     fn log_exporter(&self) -> Result<opentelemetry_otlp::LogExporter, OtlpError> {
         let builder = opentelemetry_otlp::LogExporter::builder();
+        // Retries are this sink's, so they are counted and never block it.
         match self.protocol {
-            OtlpProtocol::Grpc => {
-                let mut b = builder
-                    .with_tonic()
-                    .with_endpoint(self.endpoint.clone())
-                    .with_timeout(self.timeout)
-                    .with_metadata(self.metadata.clone())
-                    // Retries are this sink's, so they are counted and never block it.
-                    .with_retry_policy(RetryPolicy::disabled());
-                if let Some(tls) = &self.tls {
-                    b = b.with_tls_config(tls.clone());
-                }
-                b.build()
-            }
-            OtlpProtocol::Http => builder
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(self.http_url("/v1/logs"))
-                .with_timeout(self.timeout)
-                .with_http_client(self.http_client.clone().unwrap_or_default())
-                .with_headers(self.headers.clone())
+            OtlpProtocol::Grpc => self
+                .tonic(builder.with_tonic())
+                .with_retry_policy(RetryPolicy::disabled())
+                .build(),
+            OtlpProtocol::Http => self
+                .http(builder.with_http(), "/v1/logs")
                 .with_retry_policy(RetryPolicy::disabled())
                 .build(),
         }
@@ -1076,25 +1090,8 @@ impl Transport {
         let builder =
             opentelemetry_otlp::MetricExporter::builder().with_temporality(Temporality::Cumulative);
         match self.protocol {
-            OtlpProtocol::Grpc => {
-                let mut b = builder
-                    .with_tonic()
-                    .with_endpoint(self.endpoint.clone())
-                    .with_timeout(self.timeout)
-                    .with_metadata(self.metadata.clone());
-                if let Some(tls) = &self.tls {
-                    b = b.with_tls_config(tls.clone());
-                }
-                b.build()
-            }
-            OtlpProtocol::Http => builder
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(self.http_url("/v1/metrics"))
-                .with_timeout(self.timeout)
-                .with_http_client(self.http_client.clone().unwrap_or_default())
-                .with_headers(self.headers.clone())
-                .build(),
+            OtlpProtocol::Grpc => self.tonic(builder.with_tonic()).build(),
+            OtlpProtocol::Http => self.http(builder.with_http(), "/v1/metrics").build(),
         }
         .map_err(|source| OtlpError::Exporter {
             signal: "metrics",
@@ -1105,25 +1102,8 @@ impl Transport {
     fn span_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
         let builder = opentelemetry_otlp::SpanExporter::builder();
         match self.protocol {
-            OtlpProtocol::Grpc => {
-                let mut b = builder
-                    .with_tonic()
-                    .with_endpoint(self.endpoint.clone())
-                    .with_timeout(self.timeout)
-                    .with_metadata(self.metadata.clone());
-                if let Some(tls) = &self.tls {
-                    b = b.with_tls_config(tls.clone());
-                }
-                b.build()
-            }
-            OtlpProtocol::Http => builder
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(self.http_url("/v1/traces"))
-                .with_timeout(self.timeout)
-                .with_http_client(self.http_client.clone().unwrap_or_default())
-                .with_headers(self.headers.clone())
-                .build(),
+            OtlpProtocol::Grpc => self.tonic(builder.with_tonic()).build(),
+            OtlpProtocol::Http => self.http(builder.with_http(), "/v1/traces").build(),
         }
         .map_err(|source| OtlpError::Exporter {
             signal: "traces",
