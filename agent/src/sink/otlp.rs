@@ -282,7 +282,9 @@ impl OtlpSink {
     /// Exports records until every sender is gone, then exports what is left (for at most
     /// `output.otlp.timeout`), flushes the metrics and spans and shuts the exporters down.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Arc<Record>>) {
-        let mut pending: VecDeque<SdkLogRecord> = VecDeque::new();
+        // Records wait as they came (shared with the other sinks) and become OTLP log records
+        // only when their batch leaves, so a backlog costs a pointer per record.
+        let mut pending: VecDeque<Arc<Record>> = VecDeque::new();
         // When the oldest record in `pending` arrived (or the last batch left).
         let mut pending_since = Instant::now();
         // A batch that failed and waits for its next attempt, with its attempt count.
@@ -306,7 +308,8 @@ impl OtlpSink {
                     {
                         let n = self.batch.min(pending.len());
                         pending_since = now;
-                        Some((pending.drain(..n).collect(), 0))
+                        let batch = pending.drain(..n).map(|r| self.log_record(&r)).collect();
+                        Some((batch, 0))
                     }
                     None => None,
                 };
@@ -402,7 +405,7 @@ impl OtlpSink {
                         if pending.is_empty() {
                             pending_since = Instant::now();
                         }
-                        pending.push_back(self.log_record(&record));
+                        pending.push_back(record);
                         if pending.len() > self.queue {
                             // Full: the oldest batch goes.
                             let n = self.batch.min(pending.len());
