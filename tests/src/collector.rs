@@ -30,7 +30,7 @@
 //! The process is killed and its directory removed on drop.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     fs::OpenOptions,
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -218,12 +218,8 @@ impl Collector {
         }
     }
 
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
     /// The endpoint the agent is given (`--otlp-endpoint`): `http://127.0.0.1:PORT` of the
-    /// receiver of [`Collector::protocol`].
+    /// receiver of the collector's protocol.
     pub fn endpoint(&self) -> String {
         let port = match self.protocol {
             Protocol::Grpc => self.grpc_port,
@@ -240,12 +236,6 @@ impl Collector {
             "--otlp-protocol".into(),
             self.protocol.as_str().into(),
         ]
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGTERM, and wait for it to exit (SIGKILL after 10 s). Its ports are closed after this.
@@ -293,28 +283,9 @@ impl Collector {
         parse(&self.raw_output())
     }
 
-    /// Log records received so far.
-    pub fn logs(&self) -> Vec<ReceivedLog> {
-        self.received().logs
-    }
-
-    /// Names of the metrics received so far.
-    pub fn metric_names(&self) -> BTreeSet<String> {
-        self.received()
-            .metrics
-            .into_iter()
-            .map(|m| m.name)
-            .collect()
-    }
-
     /// Number data points received so far, oldest first.
     pub fn metric_points(&self) -> Vec<MetricPoint> {
         self.received().metrics
-    }
-
-    /// Spans received so far.
-    pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.received().spans
     }
 
     /// Polls (every 100 ms) until `done` returns something; panics with the collector's
