@@ -3,6 +3,7 @@
 //! mount namespaces. Every resource is a guard that cleans up on drop, so tests neither depend
 //! on order nor leave anything behind. Helpers panic (with context) instead of returning errors.
 
+pub mod aws;
 pub mod collector;
 pub mod servers;
 

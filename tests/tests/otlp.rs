@@ -5,15 +5,16 @@
 //! the losses are counted.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use keytrail_tests::{
-    ALNUM, Agent, CgroupGuard, Launch, Workload, assert_no_leak,
+    Agent, CgroupGuard, Launch, Workload, assert_no_leak,
+    aws::{AwsKey, KeyFiles},
     collector::{Collector, Protocol, ReceivedLog},
-    random, run_in_cgroup,
-    servers::{SIGV4_CLIENT, TlsServer},
+    run_in_cgroup,
+    servers::TlsServer,
 };
 use serde_json::Value;
 
@@ -22,54 +23,6 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_kt-workload");
 /// How long a record may take from the agent to the collector (batching, metric period and,
 /// after an outage, the export backoff).
 const ARRIVAL: Duration = Duration::from_secs(30);
-
-/// Static AWS key pairs in shared credentials files under one fresh directory.
-struct KeyFiles {
-    dir: tempfile::TempDir,
-    keys: Vec<AwsKey>,
-}
-
-struct AwsKey {
-    path: PathBuf,
-    id: String,
-    secret: String,
-}
-
-impl KeyFiles {
-    fn plant(n: usize) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("kt-otlp-")
-            .tempdir()
-            .unwrap();
-        let keys = (0..n)
-            .map(|i| {
-                let home = dir.path().join(format!("home{i}")).join(".aws");
-                std::fs::create_dir_all(&home).unwrap();
-                let id = format!("AKIA{}", random(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
-                let secret = random(ALNUM, 40);
-                let path = home.join("credentials");
-                std::fs::write(
-                    &path,
-                    format!(
-                        "[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"
-                    ),
-                )
-                .unwrap();
-                AwsKey { path, id, secret }
-            })
-            .collect();
-        Self { dir, keys }
-    }
-
-    /// A config watching only these files (other scenarios' agents run at the same time and
-    /// must not see them), then `rest`.
-    fn config(&self, rest: &str) -> String {
-        format!(
-            "watch:\n  paths: [\"{}/**/credentials\"]\n{rest}",
-            self.dir.path().display()
-        )
-    }
-}
 
 /// A test cgroup with one idle process in it: the agent reads a credential file through a
 /// live process of the reader's cgroup, and `cat` is gone by then.
@@ -92,23 +45,6 @@ impl Readers {
     fn cat(&self, path: &Path) -> u32 {
         let (pid, out) = run_in_cgroup(&self.cgroup, "/bin/cat", &[path.to_str().unwrap()], &[]);
         assert!(out.status.success(), "cat: {out:?}");
-        pid
-    }
-
-    /// A process that reads the key file, then sends a SigV4-signed request to `server`.
-    fn sign_and_send(&self, key: &AwsKey, server: &TlsServer) -> u32 {
-        let (pid, out) = run_in_cgroup(
-            &self.cgroup,
-            "python3",
-            &[
-                "-c",
-                SIGV4_CLIENT,
-                &server.port.to_string(),
-                key.path.to_str().unwrap(),
-            ],
-            &[("PATH", "/usr/local/bin:/usr/bin:/bin")],
-        );
-        assert!(out.status.success(), "python: {out:?}");
         pid
     }
 }
@@ -221,7 +157,7 @@ fn records_reach_the_collector(protocol: Protocol) {
     // The same key read by a process that then sends it (SigV4) to a TLS server: a use with
     // wire evidence toward the server's SNI, as a log record, a metric and a span.
     let server = TlsServer::start("127.0.0.1");
-    let sender = readers.sign_and_send(key, &server);
+    let sender = key.sign_and_send(&readers.cgroup, &server);
     let fingerprint = a["keytrail.credential.fingerprint"].clone();
     let used = collector.wait_for_log("the use record with wire evidence", ARRIVAL, |l| {
         l.event_name == "keytrail.credential.use"

@@ -5,21 +5,13 @@
 use std::path::Path;
 
 use keytrail_tests::{
-    ALNUM, Agent, AgentRun, CgroupGuard, CgroupTree, Launch, assert_no_leak, keytrail, random,
-    run_in_cgroup,
-    servers::{SIGV4_CLIENT, TlsServer},
+    ALNUM, Agent, AgentRun, CgroupGuard, CgroupTree, Launch, assert_no_leak, aws::KeyFiles,
+    keytrail, random, servers::TlsServer,
 };
 use serde_json::Value;
 
 /// Use records are written again after one second when their counters change.
 const FAST_USES: &str = "correlate:\n  emit_interval: 1s\n";
-
-/// FAST_USES watching only `key`'s file (the scenarios' homes are temporary directories, and
-/// other scenarios' agents, which run at the same time, must not read it: a reader is one more
-/// workload holding the key).
-fn watching(key: &AwsKeyFile) -> String {
-    format!("watch:\n  paths: [\"{}\"]\n{FAST_USES}", key.path.display())
-}
 
 /// Sends `Authorization: Bearer $GITHUB_TOKEN` to https://api.example.test:PORT/ (127.0.0.1).
 const BEARER_CLIENT: &str = r#"
@@ -41,53 +33,6 @@ fn uses_of<'a>(events: &'a [Value], fingerprint: &str) -> Vec<&'a Value> {
                 && e["keytrail.credential.fingerprint"] == fingerprint
         })
         .collect()
-}
-
-/// A static AWS key pair in a shared credentials file under a fresh home.
-struct AwsKeyFile {
-    _home: tempfile::TempDir,
-    path: std::path::PathBuf,
-    key_id: String,
-    secret: String,
-}
-
-impl AwsKeyFile {
-    fn plant() -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let dir = home.path().join(".aws");
-        std::fs::create_dir(&dir).unwrap();
-        let key_id = format!("AKIA{}", random(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
-        let secret = random(ALNUM, 40);
-        let path = dir.join("credentials");
-        std::fs::write(
-            &path,
-            format!("[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"),
-        )
-        .unwrap();
-        Self {
-            _home: home,
-            path,
-            key_id,
-            secret,
-        }
-    }
-
-    /// Reads the file and sends a SigV4-signed request to `server` from `cgroup`.
-    fn use_toward(&self, cgroup: &CgroupGuard, server: &TlsServer) -> u32 {
-        let (pid, out) = run_in_cgroup(
-            cgroup,
-            "python3",
-            &[
-                "-c",
-                SIGV4_CLIENT,
-                &server.port.to_string(),
-                self.path.to_str().unwrap(),
-            ],
-            &[PATH],
-        );
-        assert!(out.status.success(), "python: {out:?}");
-        pid
-    }
 }
 
 fn report(state: &Path, args: &[&str]) -> std::process::Output {
@@ -125,8 +70,9 @@ fn a_static_key_read_then_sent_is_a_use_with_wire_evidence_and_in_the_report() {
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().join("keytrail.db");
     // Planted first: the test itself writing the file would be a second workload holding it.
-    let key = AwsKeyFile::plant();
-    let config = watching(&key);
+    let files = KeyFiles::plant(1);
+    let key = &files.keys[0];
+    let config = files.config(FAST_USES);
     let mut agent = Agent::launch(Launch {
         config: Some(&config),
         state: Some(&state),
@@ -134,7 +80,7 @@ fn a_static_key_read_then_sent_is_a_use_with_wire_evidence_and_in_the_report() {
     });
     let server = TlsServer::start("127.0.0.1");
     let cgroup = CgroupGuard::new("use-sigv4");
-    let pid = key.use_toward(&cgroup, &server);
+    let pid = key.sign_and_send(&cgroup, &server);
 
     let read = agent.wait_for("the key file read", |e| {
         e["keytrail.credential.source"] == "file" && e["process.pid"] == pid
@@ -152,7 +98,7 @@ fn a_static_key_read_then_sent_is_a_use_with_wire_evidence_and_in_the_report() {
     assert_eq!(wire_use["severity"], "WARN", "{wire_use}");
     assert_eq!(wire_use["keytrail.credential.kind"], "aws_access_key");
     assert_eq!(wire_use["keytrail.credential.lifetime"], "static");
-    assert_eq!(wire_use["keytrail.credential.id"], key.key_id.as_str());
+    assert_eq!(wire_use["keytrail.credential.id"], key.id.as_str());
     assert_eq!(wire_use["server.address"], "s3.example.test");
     assert_eq!(wire_use["server.port"], server.port);
     assert_eq!(wire_use["network.peer.address"], "127.0.0.1");
@@ -188,7 +134,7 @@ fn a_static_key_read_then_sent_is_a_use_with_wire_evidence_and_in_the_report() {
     let rows = report_json(&state, "static");
     let row = entry(&rows, &fp).unwrap_or_else(|| panic!("key not in the report: {rows:?}"));
     assert_eq!(row["kind"], "aws_access_key", "{row}");
-    assert_eq!(row["id"], key.key_id.as_str());
+    assert_eq!(row["id"], key.id.as_str());
     assert_eq!(row["evidence"], "wire");
     assert_eq!(row["shared_by"], 1);
     let dest = format!("s3.example.test:{}", server.port);
@@ -205,7 +151,7 @@ fn a_static_key_read_then_sent_is_a_use_with_wire_evidence_and_in_the_report() {
         assert!(out.status.success(), "report --format {format}: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            text.contains(&key.key_id),
+            text.contains(&key.id),
             "{format} report lacks the key id:\n{text}"
         );
         assert_no_leak(&format!("report --format {format}"), &text, &key.secret);
@@ -328,8 +274,9 @@ fn a_restart_on_the_same_state_continues_counts_without_duplicate_rows() {
     let state = state_dir.path().join("keytrail.db");
     let server = TlsServer::start("127.0.0.1");
     let cgroup = CgroupGuard::new("use-restart");
-    let key = AwsKeyFile::plant();
-    let config = watching(&key);
+    let files = KeyFiles::plant(1);
+    let key = &files.keys[0];
+    let config = files.config(FAST_USES);
     let mut counts = Vec::new();
     let mut fp = String::new();
     for round in 0..2 {
@@ -338,7 +285,7 @@ fn a_restart_on_the_same_state_continues_counts_without_duplicate_rows() {
             state: Some(&state),
             ..Launch::default()
         });
-        let pid = key.use_toward(&cgroup, &server);
+        let pid = key.sign_and_send(&cgroup, &server);
         let wire = agent.wait_for("a wire use", |e| {
             e["event.name"] == "keytrail.credential.use"
                 && e["process.pid"] == pid
