@@ -221,11 +221,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         stop_reading.clone(),
     ));
     let inspector_classifier = classifier.clone();
-    let inspector = Inspector::new(
+    let mut inspector = Inspector::new(
         classifier,
         config.credentials.max_file_bytes,
         cgroups.mount().map(std::path::Path::to_path_buf),
     );
+    inspector.seed_namespaces();
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
     let pipeline = Pipeline {
         procs: ProcessTable::new(),
@@ -444,8 +445,12 @@ impl Pipeline {
             KernelEvent::ProcExec(e) => {
                 let h = &e.header;
                 self.procs.on_exec(e);
-                let mnt_ns = crate::rootfs::mount_ns(h.pid);
-                self.inspector.observe(h.pid, h.cgroup_id, mnt_ns);
+                // The kernel tells the namespace; without BTF offsets, ask procfs.
+                let mnt_ns = match e.mnt_ns {
+                    0 => crate::rootfs::mount_ns(h.pid),
+                    ns => Some(u64::from(ns)),
+                };
+                self.inspector.observe(h.pid, mnt_ns.unwrap_or(0), true);
                 if let Some(finder) = &mut self.libcs {
                     let found = finder.on_exec(h.pid, mnt_ns);
                     self.attach_libcs(found);
@@ -460,6 +465,15 @@ impl Pipeline {
                     .on_exec(e, &who, time, &mut self.first_seen, &counters.env);
                 self.watch_named_files(outcome.named_files);
                 outcome.records
+            }
+            KernelEvent::CgroupChange(e) => {
+                let path = crate::events::text(&e.path, e.path_len);
+                if e.op == keytrail_common::cgroup_op::MKDIR {
+                    self.cgroups.created(e.cgroup_id, path);
+                } else {
+                    self.cgroups.removed(e.cgroup_id, path);
+                }
+                Vec::new()
             }
             KernelEvent::ProcExit(e) => {
                 self.procs.on_exit(e);
@@ -529,16 +543,21 @@ impl Pipeline {
                         &mut self.first_seen,
                     );
                 }
+                if access.mnt_ns != 0 {
+                    self.inspector.observe(h.pid, access.mnt_ns, false);
+                }
                 let inspection = access.readable.then(|| {
+                    let reader = access.reader(h.pid, cgroup_path.as_deref());
                     self.inspector.inspect(
-                        h.pid,
-                        h.cgroup_id,
-                        cgroup_path.as_deref(),
+                        &reader,
                         &access.path,
                         access.env_hint.as_deref(),
                         SystemTime::now(),
                     )
                 });
+                if let Some(Err(e)) = inspection.as_ref().map(|i| &i.content) {
+                    counters.files.count_unreadable(e);
+                }
                 access_records(
                     access.record,
                     inspection.as_ref(),

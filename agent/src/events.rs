@@ -11,8 +11,8 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use keytrail_common::{
-    EnvVar, EventHeader, EventKind, FileOpen, NetConnect, NetPayload, NetState, ProcExec, ProcExit,
-    TlsWrite,
+    CgroupChange, EnvVar, EventHeader, EventKind, FileOpen, NetConnect, NetPayload, NetState,
+    ProcExec, ProcExit, TlsWrite,
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,7 @@ pub enum KernelEvent {
     FileOpen(Box<FileOpen>),
     ProcExec(Box<ProcExec>),
     ProcExit(ProcExit),
+    CgroupChange(Box<CgroupChange>),
     /// Holds a secret value: decoded, classified and dropped, never logged.
     EnvVar(Box<EnvVar>),
     NetConnect(NetConnect),
@@ -42,6 +43,7 @@ impl KernelEvent {
             KernelEvent::FileOpen(e) => &e.header,
             KernelEvent::ProcExec(e) => &e.header,
             KernelEvent::ProcExit(e) => &e.header,
+            KernelEvent::CgroupChange(e) => &e.header,
             KernelEvent::EnvVar(e) => &e.header,
             KernelEvent::NetConnect(e) => &e.header,
             KernelEvent::NetState(e) => &e.header,
@@ -76,6 +78,9 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::FileOpen => KernelEvent::FileOpen(Box::new(read::<FileOpen>(kind, bytes)?)),
         EventKind::ProcExec => KernelEvent::ProcExec(Box::new(read::<ProcExec>(kind, bytes)?)),
         EventKind::ProcExit => KernelEvent::ProcExit(read::<ProcExit>(kind, bytes)?),
+        EventKind::CgroupChange => {
+            KernelEvent::CgroupChange(Box::new(read::<CgroupChange>(kind, bytes)?))
+        }
         EventKind::EnvVar => KernelEvent::EnvVar(Box::new(read::<EnvVar>(kind, bytes)?)),
         EventKind::NetConnect => KernelEvent::NetConnect(read::<NetConnect>(kind, bytes)?),
         EventKind::NetState => KernelEvent::NetState(read::<NetState>(kind, bytes)?),
@@ -208,9 +213,15 @@ mod tests {
             header: header(EventKind::FileOpen),
             ret: -2,
             open_flags: 0,
+            base_ino: 0,
+            file_ino: 0,
             dirfd: -100,
             syscall: 1,
+            mnt_ns: 4026531841,
+            base_dev: 0,
+            file_dev: 0,
             matched: 4,
+            _reserved: 0,
             path_len: 5,
             path,
         };
@@ -221,6 +232,25 @@ mod tests {
         assert_eq!(text(&back.path, back.path_len), "/a.pm");
         assert_eq!(comm(&back.header), "cat");
         assert_eq!(back.header.cgroup_id, 99);
+        assert_eq!(back.mnt_ns, 4026531841);
+    }
+
+    #[test]
+    fn cgroup_change_round_trip() {
+        let mut path = [0u8; PATH_CAP];
+        path[..4].copy_from_slice(b"/job");
+        let ev = CgroupChange {
+            header: header(EventKind::CgroupChange),
+            cgroup_id: 1234,
+            op: keytrail_common::cgroup_op::MKDIR,
+            path_len: 4,
+            path,
+        };
+        let KernelEvent::CgroupChange(back) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(back.cgroup_id, 1234);
+        assert_eq!(text(&back.path, back.path_len), "/job");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! File opens -> `keytrail.credential.access` records: resolves the path the kernel saw
-//! (relative paths against the process's cwd or dirfd), applies the exact glob match and the
-//! cgroup include/exclude lists, folds repeats within the dedup window, and turns what the
-//! inspection of the file found into one record per credential.
+//! (`openpath`), applies the exact glob match and the cgroup include/exclude lists, folds
+//! repeats within the dedup window, and turns what the inspection of the file found into one
+//! record per credential.
 
 use std::{
     collections::HashMap,
@@ -10,21 +10,21 @@ use std::{
 };
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use keytrail_common::{EventHeader, FileOpen, OpenSyscall, event_flags};
+use keytrail_common::{EventHeader, FileOpen, OpenSyscall};
 
 use crate::{
     credential::{Credential, Lifetime},
     dedup::RecentSet,
     events::text,
-    inspect::{Content, Inspection},
+    inspect::{Content, Inspection, ReadVia, Reader},
+    openpath::{self, Unresolved},
     procs::{ProcInfo, read_exe},
     record::{Record, Severity, names},
-    rootfs::RootSource,
+    rootfs::ReadError,
+    roots::RootSource,
     watch::WatchRules,
     workload::proc_cgroup_path,
 };
-
-const AT_FDCWD: i32 = -100;
 
 /// Counters of this stage, reported in agent stats.
 #[derive(Debug, Default)]
@@ -35,8 +35,21 @@ pub struct FileCounters {
     pub deduplicated: AtomicU64,
     /// Opens by processes outside the cgroup include/exclude lists.
     pub excluded: AtomicU64,
-    /// Relative paths whose base directory could not be read (process already gone).
+    /// Opens whose path could not be resolved, reported as they were captured: in all, and
+    /// those whose working directory changed before it was read, and those longer than the
+    /// kernel's copy window whose descriptor was gone.
     pub unresolved: AtomicU64,
+    pub directory_changed: AtomicU64,
+    pub truncated: AtomicU64,
+    /// Credential files that could not be read, by [`ReadError::REASONS`].
+    pub unreadable: [AtomicU64; ReadError::REASONS.len()],
+}
+
+impl FileCounters {
+    /// Counts an unreadable file by its reason.
+    pub fn count_unreadable(&self, e: &ReadError) {
+        self.unreadable[e.index()].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What makes two opens the same for dedup: process, path, outcome and access mode.
@@ -119,17 +132,28 @@ impl FileAccess {
     ) -> Option<OpenAccess> {
         let pid = ev.header.pid;
         let raw = text(&ev.path, ev.path_len);
-        let (path, resolved) = resolve_path(pid, ev.dirfd, &raw);
+        let opened = openpath::resolve(ev, &raw, || same_pid_namespace(pid));
+        let path = opened.path.clone();
+        let resolved = opened.is_resolved();
         let env_hint = self
             .env_paths
             .get(&(ev.header.cgroup_id, path.clone()))
             .cloned();
+        // A resolved path gets the exact match; one that could not be resolved passed the
+        // kernel's filter and is reported as it was captured.
         if resolved && env_hint.is_none() && !self.rules.matches(&path) {
             counters.not_matched.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        if !resolved {
+        if let Some(why) = opened.unresolved {
             counters.unresolved.fetch_add(1, Ordering::Relaxed);
+            match why {
+                Unresolved::BaseChanged => {
+                    counters.directory_changed.fetch_add(1, Ordering::Relaxed)
+                }
+                Unresolved::Truncated => counters.truncated.fetch_add(1, Ordering::Relaxed),
+                Unresolved::ProcessGone | Unresolved::ForeignPid => 0,
+            };
         }
         if !self.cgroups.allows(who.cgroup_path) {
             counters.excluded.fetch_add(1, Ordering::Relaxed);
@@ -158,12 +182,14 @@ impl FileAccess {
             },
         )
         .set("file.path", path.clone());
-        if !resolved {
-            r.set("keytrail.file.path_resolved", false);
+        if let Some(why) = opened.unresolved {
+            r.set("keytrail.file.path_resolved", false)
+                .set("keytrail.file.unresolved", why.as_str());
         }
-        if ev.header.flags & event_flags::TRUNCATED != 0 {
+        if opened.truncated {
             r.set("keytrail.file.path_truncated", true);
         }
+        r.set_opt("keytrail.file.opened_as", opened.opened_as.clone());
         r.set(
             "keytrail.file.open.outcome",
             if ok { "ok" } else { "failed" },
@@ -177,10 +203,15 @@ impl FileAccess {
         let environ_of = environ.and_then(|t| set_target(&mut r, pid, t));
         Some(OpenAccess {
             record: r,
-            path,
             readable: ok && resolved && environ.is_none(),
             environ_of: if ok { environ_of } else { None },
             env_hint,
+            mnt_ns: u64::from(ev.mnt_ns),
+            root_pid: opened.root_pid,
+            descriptor: opened
+                .via_descriptor
+                .map(|fd| (fd, ev.file_ino, openpath::user_dev(ev.file_dev))),
+            path,
         })
     }
 
@@ -196,7 +227,7 @@ impl FileAccess {
             return false;
         }
         self.env_paths
-            .insert((cgroup_id, normalize(path)), env_name.to_string())
+            .insert((cgroup_id, openpath::normalize(path)), env_name.to_string())
             .is_none()
     }
 }
@@ -214,6 +245,25 @@ pub struct OpenAccess {
     pub environ_of: Option<u32>,
     /// The environment variable that named this path, when that is why it is watched.
     pub env_hint: Option<String>,
+    /// The opener's mount namespace at the open (0: unknown).
+    pub mnt_ns: u64,
+    /// The path lies in this process's root (`/proc/PID/root/...`).
+    pub root_pid: Option<u32>,
+    /// Read through the opener's descriptor: (fd, inode, device).
+    pub descriptor: Option<(i32, u64, u64)>,
+}
+
+impl OpenAccess {
+    /// Who reads the file, and how to reach it.
+    pub fn reader<'a>(&self, pid: u32, cgroup_path: Option<&'a str>) -> Reader<'a> {
+        Reader {
+            pid,
+            mnt_ns: self.mnt_ns,
+            cgroup_path,
+            root_pid: self.root_pid,
+            descriptor: self.descriptor,
+        }
+    }
 }
 
 /// What a /proc/PID/environ path names, seen from the opening process.
@@ -322,7 +372,7 @@ pub fn access_records(
     };
     let mut base = base;
     if let Some(via) = inspection.via
-        && via != RootSource::Process
+        && via != ReadVia::Root(RootSource::Process)
     {
         base.set("keytrail.file.read_via", via.as_str());
     }
@@ -429,40 +479,9 @@ pub fn set_process(r: &mut Record, header: &EventHeader, who: &Opener<'_>) {
     crate::k8s::enrich(r, identity.as_deref());
 }
 
-/// The absolute path of an open, and whether it could be resolved. Relative paths are joined
-/// to the process's cwd (AT_FDCWD) or to the directory its dirfd names.
-pub fn resolve_path(pid: u32, dirfd: i32, raw: &str) -> (String, bool) {
-    if raw.starts_with('/') {
-        return (normalize(raw), true);
-    }
-    let link = if dirfd == AT_FDCWD {
-        format!("/proc/{pid}/cwd")
-    } else {
-        format!("/proc/{pid}/fd/{dirfd}")
-    };
-    match std::fs::read_link(link) {
-        Ok(base) => (
-            normalize(&format!("{}/{raw}", base.to_string_lossy())),
-            true,
-        ),
-        Err(_) => (raw.to_string(), false),
-    }
-}
-
-/// Lexical normalisation: no `//`, `.` or `..` components. (Symlinks are not followed: the
-/// path is reported as the process named it.)
-pub fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+/// Whether process `pid` names pids as the agent does (its pid namespace is the agent's).
+fn same_pid_namespace(pid: u32) -> bool {
+    pid_namespace(pid).is_some() && pid_namespace(pid) == agent_pid_namespace()
 }
 
 fn syscall_name(id: u32) -> &'static str {
@@ -519,24 +538,6 @@ pub fn errno_name(errno: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalises_lexically() {
-        assert_eq!(normalize("/a//b/./c/../d"), "/a/b/d");
-        assert_eq!(normalize("/../x"), "/x");
-        assert_eq!(normalize("/"), "/");
-    }
-
-    #[test]
-    fn relative_paths_use_cwd() {
-        let cwd = std::env::current_dir().unwrap();
-        let (p, ok) = resolve_path(std::process::id(), AT_FDCWD, "sub/../k.pem");
-        assert!(ok);
-        assert_eq!(p, format!("{}/k.pem", cwd.display()));
-        let (p, ok) = resolve_path(u32::MAX, AT_FDCWD, "k.pem");
-        assert!(!ok);
-        assert_eq!(p, "k.pem");
-    }
 
     #[test]
     fn cgroup_filter() {

@@ -11,7 +11,8 @@ use std::{
 
 use crate::{
     credential::{Classifier, Credential, Kind},
-    rootfs::{self, FileIdentity, ReadError, RootSource, Roots},
+    rootfs::{self, FileIdentity, ReadError},
+    roots::{RootSource, Roots},
 };
 
 /// Cached classifications; cleared wholesale when full (a rare event: distinct credential
@@ -33,8 +34,41 @@ pub struct Inspection {
     pub content: Result<Arc<Content>, ReadError>,
     /// The file's identity when it could be opened (its mtime gives the credential's age).
     pub identity: Option<FileIdentity>,
-    /// How the workload's root was reached.
-    pub via: Option<RootSource>,
+    /// How the file was reached.
+    pub via: Option<ReadVia>,
+}
+
+/// How a file was reached for reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadVia {
+    /// By path, through a root found this way.
+    Root(RootSource),
+    /// Through the opener's own descriptor (the path leads there from no root the agent can
+    /// name: `/proc/PID/root/...`, a path longer than the kernel's window).
+    Descriptor,
+}
+
+impl ReadVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadVia::Root(r) => r.as_str(),
+            ReadVia::Descriptor => "descriptor",
+        }
+    }
+}
+
+/// Who opened a file, and how to reach what it opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub pid: u32,
+    /// The opener's mount namespace at the open (0: unknown).
+    pub mnt_ns: u64,
+    pub cgroup_path: Option<&'a str>,
+    /// The path lies in this process's root rather than the opener's.
+    pub root_pid: Option<u32>,
+    /// Read through this descriptor of the opener, which must hold the file of this
+    /// identity (inode, device as stat(2) reports it).
+    pub descriptor: Option<(i32, u64, u64)>,
 }
 
 pub struct Inspector {
@@ -56,34 +90,59 @@ impl Inspector {
         }
     }
 
-    /// Keeps a root handle for the cgroup of a process seen alive (at exec).
-    pub fn observe(&mut self, pid: u32, cgroup_id: u64, mnt_ns: Option<u64>) {
-        self.roots.forget_process(pid);
-        self.roots.observe(pid, cgroup_id, mnt_ns);
+    /// Remembers a process seen alive in mount namespace `mnt_ns` (at exec; `fresh` also
+    /// drops the root handle kept from before the exec).
+    pub fn observe(&mut self, pid: u32, mnt_ns: u64, fresh: bool) {
+        if fresh {
+            self.roots.forget_process(pid);
+        }
+        self.roots.observe(pid, mnt_ns);
     }
 
-    /// Reads and classifies `path` as process `pid` (in cgroup `cgroup_id` at `cgroup_path`)
-    /// sees it.
+    /// Remembers the mount namespace of every running process (at start).
+    pub fn seed_namespaces(&mut self) {
+        self.roots.seed_from_proc();
+    }
+
+    /// Reads and classifies `path` as `reader` sees it.
     pub fn inspect(
         &mut self,
-        pid: u32,
-        cgroup_id: u64,
-        cgroup_path: Option<&str>,
+        reader: &Reader<'_>,
         path: &str,
         env_hint: Option<&str>,
         now: SystemTime,
     ) -> Inspection {
-        let cgroup_dir = match (&self.cgroup_mount, cgroup_path) {
-            (Some(m), Some(p)) => Some(m.join(p.trim_start_matches('/'))),
-            _ => None,
-        };
-        let (root, via) = match self.roots.root_for(pid, cgroup_id, cgroup_dir.as_deref()) {
-            Ok(r) => r,
-            Err(e) => return failed(e, None),
-        };
-        let (file, identity) = match rootfs::open_in_root(&root, path) {
-            Ok(f) => f,
-            Err(e) => return failed(e, Some(via)),
+        let mut root = None;
+        let (file, identity, via) = if let Some((fd, ino, dev)) = reader.descriptor {
+            match rootfs::open_descriptor(reader.pid, fd, ino, dev) {
+                Ok((file, identity)) => (file, identity, ReadVia::Descriptor),
+                Err(e) => return failed(e, Some(ReadVia::Descriptor)),
+            }
+        } else {
+            let cgroup_dir = match (&self.cgroup_mount, reader.cgroup_path) {
+                (Some(m), Some(p)) if reader.root_pid.is_none() => {
+                    Some(m.join(p.trim_start_matches('/')))
+                }
+                _ => None,
+            };
+            let found = match reader.root_pid {
+                Some(other) => self.roots.root_for(other, 0, None),
+                None => self
+                    .roots
+                    .root_for(reader.pid, reader.mnt_ns, cgroup_dir.as_deref()),
+            };
+            let (r, source) = match found {
+                Ok(r) => r,
+                Err(e) => return failed(e, None),
+            };
+            let via = ReadVia::Root(source);
+            match rootfs::open_in_root(&r, path) {
+                Ok((file, identity)) => {
+                    root = Some(r);
+                    (file, identity, via)
+                }
+                Err(e) => return failed(e, Some(via)),
+            }
         };
         if let Some(hit) = self.cache.get(&identity) {
             return Inspection {
@@ -103,8 +162,8 @@ impl Inspector {
             }
         };
         let mut content = self.classify(&bytes, path, env_hint, now);
-        if let Content::Credentials(creds) = &mut content {
-            self.lifetime_from_sibling_certificate(&root, path, creds, now);
+        if let (Content::Credentials(creds), Some(root)) = (&mut content, &root) {
+            self.lifetime_from_sibling_certificate(root, path, creds, now);
         }
         let content = Arc::new(content);
         if self.cache.len() >= MAX_CACHED {
@@ -244,7 +303,7 @@ pub fn classify_bytes(
     }
 }
 
-fn failed(e: ReadError, via: Option<RootSource>) -> Inspection {
+fn failed(e: ReadError, via: Option<ReadVia>) -> Inspection {
     Inspection {
         content: Err(e),
         identity: None,
@@ -293,14 +352,14 @@ mod tests {
         let classifier = Classifier::new(b"test key", Duration::from_secs(24 * 3600));
         let mut inspector = Inspector::new(classifier, 1 << 20, None);
         let path = dir.path().join("tls.key");
-        let got = inspector.inspect(
-            std::process::id(),
-            1,
-            None,
-            path.to_str().unwrap(),
-            None,
-            SystemTime::now(),
-        );
+        let reader = Reader {
+            pid: std::process::id(),
+            mnt_ns: 0,
+            cgroup_path: None,
+            root_pid: None,
+            descriptor: None,
+        };
+        let got = inspector.inspect(&reader, path.to_str().unwrap(), None, SystemTime::now());
         let Ok(content) = got.content else {
             panic!("unreadable: {:?}", got.content)
         };
@@ -315,9 +374,7 @@ mod tests {
         let alone = tempfile::tempdir().unwrap();
         std::fs::write(alone.path().join("tls.key"), &key).unwrap();
         let got = inspector.inspect(
-            std::process::id(),
-            1,
-            None,
+            &reader,
             alone.path().join("tls.key").to_str().unwrap(),
             None,
             SystemTime::now(),

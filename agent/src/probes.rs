@@ -51,6 +51,8 @@ pub const AGENT_PROGRAMS: &[ProgramSpec] = &[
     tp("file_enter_open", "syscalls", "sys_enter_open"),
     tp("exec_env_execve", "syscalls", "sys_enter_execve"),
     tp("exec_env_execveat", "syscalls", "sys_enter_execveat"),
+    tp("cgroup_mkdir", "cgroup", "cgroup_mkdir"),
+    tp("cgroup_rmdir", "cgroup", "cgroup_rmdir"),
 ];
 
 /// The connection programs, attached at the cgroup2 root.
@@ -220,6 +222,7 @@ impl Probes {
         let mut ebpf = load_object(ring_buffer_bytes)?;
         let filters = fill_filters(&mut ebpf, entries)?;
         fill_env_filters(&mut ebpf, env, &crate::credential::value_prefixes())?;
+        set_slot(&mut ebpf, names::OFFSETS, kernel_offsets())?;
         let kernel_config = KernelConfig {
             agent_tgid: std::process::id(),
             filters: filters.bits,
@@ -583,6 +586,27 @@ impl Probes {
                 })
             })
             .collect()
+    }
+}
+
+/// The kernel structure offsets the programs follow, from BTF. What cannot be resolved is
+/// reported once and left out: records then carry no mount namespace or file identity, and
+/// reads of gone readers fall back to their cgroup's processes.
+fn kernel_offsets() -> keytrail_common::KernelOffsets {
+    match crate::kernel_offsets::resolve() {
+        Ok(r) => {
+            for what in &r.missing {
+                tracing::warn!(
+                    what,
+                    "kernel structure not found in BTF; the programs go without it"
+                );
+            }
+            r.offsets
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no kernel BTF: records carry no mount namespace or file identity");
+            keytrail_common::KernelOffsets::default()
+        }
     }
 }
 

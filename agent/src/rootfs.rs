@@ -2,21 +2,15 @@
 //! workload's own root (`/proc/PID/root`) with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`,
 //! so a symlink planted in a container cannot point the agent at a host file. Regular files
 //! only, opened non-blocking (a FIFO cannot stall the agent), never more than a size cap.
-//!
-//! The reader of a credential is often gone before the agent gets to it (`cat`, cron jobs, CLIs).
-//! Then the file is read through another live process of the same cgroup that shares the
-//! reader's mount namespace as last seen, or through a root handle kept from an earlier process
-//! of that cgroup.
+//! `roots` picks the root to read through when the reader is gone.
 
 use std::{
-    collections::HashMap,
     ffi::CString,
     io::Read as _,
     os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
         unix::fs::MetadataExt as _,
     },
-    path::Path,
     time::{Duration, SystemTime},
 };
 
@@ -36,6 +30,8 @@ const RESOLVE_IN_ROOT: u64 = 0x10;
 pub enum ReadError {
     #[error("no live process shares the reader's root")]
     NoRoot,
+    #[error("the reader's mount namespace is gone (no process lives in it any more)")]
+    NamespaceGone,
     #[error("not found inside the workload's root")]
     NotFound,
     #[error("permission denied")]
@@ -44,8 +40,38 @@ pub enum ReadError {
     NotRegular,
     #[error("larger than the {cap}-byte read cap ({size} bytes)")]
     TooLarge { size: u64, cap: u64 },
+    #[error("the file behind the reader's descriptor is not the one it opened")]
+    Changed,
     #[error("{0}")]
     Io(String),
+}
+
+impl ReadError {
+    /// Every reason, in the order of [`ReadError::index`]; the names of its counters.
+    pub const REASONS: [&'static str; 8] = [
+        "no_root",
+        "namespace_gone",
+        "not_found",
+        "denied",
+        "not_regular",
+        "too_large",
+        "changed",
+        "io",
+    ];
+
+    /// The position of this reason in [`ReadError::REASONS`].
+    pub fn index(&self) -> usize {
+        match self {
+            ReadError::NoRoot => 0,
+            ReadError::NamespaceGone => 1,
+            ReadError::NotFound => 2,
+            ReadError::Denied => 3,
+            ReadError::NotRegular => 4,
+            ReadError::TooLarge { .. } => 5,
+            ReadError::Changed => 6,
+            ReadError::Io(_) => 7,
+        }
+    }
 }
 
 /// A file's content with the identity used for caching.
@@ -114,13 +140,63 @@ pub fn open_in_root(
     if !meta.file_type().is_file() {
         return Err(ReadError::NotRegular);
     }
-    let identity = FileIdentity {
+    Ok((file, identity_of(&meta)))
+}
+
+/// Opens the file process `pid` holds as descriptor `fd`, only if it is a regular file with
+/// the identity the kernel saw opened (`ino`, and `dev` as stat(2) reports it): the magic link
+/// is followed with O_PATH (no open of the file itself), checked, then that very inode is
+/// opened through the agent's own descriptor.
+pub fn open_descriptor(
+    pid: u32,
+    fd: i32,
+    ino: u64,
+    dev: u64,
+) -> Result<(std::fs::File, FileIdentity), ReadError> {
+    let link = CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL");
+    // SAFETY: valid C string; an O_PATH handle performs no I/O on the file.
+    let raw = unsafe { libc::open(link.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(ReadError::NoRoot);
+    }
+    // SAFETY: fresh descriptor we own.
+    let handle = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    let checked = handle
+        .metadata()
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+    if !checked.file_type().is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if (checked.ino(), checked.dev()) != (ino, dev) {
+        return Err(ReadError::Changed);
+    }
+    let own = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).expect("no NUL");
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: valid C string; the link is our own descriptor of a checked regular file.
+    let raw = unsafe { libc::open(own.as_ptr(), flags) };
+    if raw < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => ReadError::Denied,
+            _ => ReadError::Io(err.to_string()),
+        });
+    }
+    // SAFETY: fresh descriptor we own.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    let meta = file.metadata().map_err(|e| ReadError::Io(e.to_string()))?;
+    if (meta.ino(), meta.dev()) != (ino, dev) || !meta.file_type().is_file() {
+        return Err(ReadError::Changed);
+    }
+    Ok((file, identity_of(&meta)))
+}
+
+fn identity_of(meta: &std::fs::Metadata) -> FileIdentity {
+    FileIdentity {
         dev: meta.dev(),
         ino: meta.ino(),
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
         size: meta.len(),
-    };
-    Ok((file, identity))
+    }
 }
 
 /// The names in directory `dir` (as the workload sees it), at most `limit` of them.
@@ -202,123 +278,6 @@ pub fn mount_ns(pid: u32) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-/// Root handles kept per cgroup, for readers that are gone by the time their open is handled.
-const MAX_ROOT_HANDLES: usize = 1024;
-
-/// A workload's root as last seen: which mount namespace, and a handle on its root.
-struct RootHandle {
-    mnt_ns: u64,
-    root: OwnedFd,
-}
-
-/// Processes whose root handle is kept, at most.
-const MAX_PROCESS_ROOTS: usize = 4096;
-
-/// Finds a root to read through for a process, alive or not.
-#[derive(Default)]
-pub struct Roots {
-    by_cgroup: HashMap<u64, RootHandle>,
-    /// The root of each live process seen opening files, so a busy reader costs one dup per
-    /// open rather than a procfs lookup and a namespace stat. Forgotten at exec and exit (a
-    /// root changes with exec; a process that changes its root without exec (chroot, unshare)
-    /// keeps being read through the old one until its next exec).
-    by_pid: HashMap<u32, OwnedFd>,
-}
-
-/// How the root used for a read was found (reported, so a reader knows how exact it is).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RootSource {
-    /// The opening process itself.
-    Process,
-    /// Another live process of the same cgroup and mount namespace.
-    CgroupPeer,
-    /// A handle kept from an earlier process of the same cgroup.
-    KeptHandle,
-}
-
-impl RootSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RootSource::Process => "process",
-            RootSource::CgroupPeer => "cgroup_peer",
-            RootSource::KeptHandle => "kept_handle",
-        }
-    }
-}
-
-impl Roots {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Forgets the root handle of a process that exec'd or exited.
-    pub fn forget_process(&mut self, pid: u32) {
-        self.by_pid.remove(&pid);
-    }
-
-    /// Remembers the root of a live process of `cgroup_id` (called at exec and at opens).
-    /// `mnt_ns` is the process's mount namespace ([`mount_ns`]), read once per exec by the caller.
-    pub fn observe(&mut self, pid: u32, cgroup_id: u64, mnt_ns: Option<u64>) {
-        let Some(ns) = mnt_ns else { return };
-        if self
-            .by_cgroup
-            .get(&cgroup_id)
-            .is_some_and(|h| h.mnt_ns == ns)
-        {
-            return;
-        }
-        let Ok(root) = open_root(pid) else { return };
-        if self.by_cgroup.len() >= MAX_ROOT_HANDLES && !self.by_cgroup.contains_key(&cgroup_id) {
-            // Simple bound: start over rather than track recency for a rare case.
-            self.by_cgroup.clear();
-        }
-        self.by_cgroup
-            .insert(cgroup_id, RootHandle { mnt_ns: ns, root });
-    }
-
-    /// A root for `pid` of `cgroup_id`: its own while it lives, else a peer's, else the kept one.
-    /// `cgroup_dir` is the cgroup's directory under the cgroup2 mount, to list peers.
-    pub fn root_for(
-        &mut self,
-        pid: u32,
-        cgroup_id: u64,
-        cgroup_dir: Option<&Path>,
-    ) -> Result<(OwnedFd, RootSource), ReadError> {
-        if let Some(root) = self.by_pid.get(&pid).and_then(|r| r.try_clone().ok()) {
-            return Ok((root, RootSource::Process));
-        }
-        if let Ok(root) = open_root(pid) {
-            self.observe(pid, cgroup_id, mount_ns(pid));
-            if self.by_pid.len() >= MAX_PROCESS_ROOTS {
-                self.by_pid.clear();
-            }
-            if let Ok(kept) = root.try_clone() {
-                self.by_pid.insert(pid, kept);
-            }
-            return Ok((root, RootSource::Process));
-        }
-        let kept_ns = self.by_cgroup.get(&cgroup_id).map(|h| h.mnt_ns);
-        if let (Some(dir), Some(ns)) = (cgroup_dir, kept_ns) {
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            for peer in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-                if mount_ns(peer) == Some(ns)
-                    && let Ok(root) = open_root(peer)
-                {
-                    return Ok((root, RootSource::CgroupPeer));
-                }
-            }
-        }
-        match self.by_cgroup.get(&cgroup_id) {
-            Some(h) => h
-                .root
-                .try_clone()
-                .map(|fd| (fd, RootSource::KeptHandle))
-                .map_err(|e| ReadError::Io(e.to_string())),
-            None => Err(ReadError::NoRoot),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +320,32 @@ mod tests {
     }
 
     #[test]
+    fn descriptors_are_read_only_when_they_hold_the_file_seen() {
+        use std::os::fd::AsRawFd as _;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k.pem");
+        std::fs::write(&f, b"secret-ish").unwrap();
+        let held = std::fs::File::open(&f).unwrap();
+        let m = held.metadata().unwrap();
+        let me = std::process::id();
+        let fd = held.as_raw_fd();
+        let (file, id) = open_descriptor(me, fd, m.ino(), m.dev()).unwrap();
+        assert_eq!(id.size, 10);
+        assert_eq!(read_capped(file, &id, 1024).unwrap(), b"secret-ish");
+        assert_eq!(
+            open_descriptor(me, fd, m.ino() + 1, m.dev()).unwrap_err(),
+            ReadError::Changed
+        );
+        // A device behind the descriptor is never opened for reading.
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let n = null.metadata().unwrap();
+        assert_eq!(
+            open_descriptor(me, null.as_raw_fd(), n.ino(), n.dev()).unwrap_err(),
+            ReadError::NotRegular
+        );
+    }
+
+    #[test]
     fn sparse_huge_file_is_refused_without_reading() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("big.key");
@@ -371,17 +356,5 @@ mod tests {
             read_in_root(&root, f.to_str().unwrap(), 1 << 20),
             Err(ReadError::TooLarge { .. })
         ));
-    }
-
-    #[test]
-    fn gone_process_has_no_root_unless_kept() {
-        let mut roots = Roots::new();
-        assert_eq!(
-            roots.root_for(u32::MAX, 7, None).unwrap_err(),
-            ReadError::NoRoot
-        );
-        roots.observe(std::process::id(), 7, mount_ns(std::process::id()));
-        let (_, source) = roots.root_for(u32::MAX, 7, None).unwrap();
-        assert_eq!(source, RootSource::KeptHandle);
     }
 }

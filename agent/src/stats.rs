@@ -85,6 +85,11 @@ pub fn stats_record(
             "keytrail.opens.unresolved",
             load(&counters.files.unresolved),
         )
+        .set(
+            "keytrail.opens.directory_changed",
+            load(&counters.files.directory_changed),
+        )
+        .set("keytrail.opens.truncated", load(&counters.files.truncated))
         .set("keytrail.env.malformed", load(&counters.env.malformed))
         .set(
             "keytrail.env.deduplicated",
@@ -116,6 +121,12 @@ pub fn stats_record(
         "keytrail.otlp.latency_p99_ms",
         counters.otlp.latency.quantile_ms(0.99),
     );
+    for (reason, n) in crate::rootfs::ReadError::REASONS
+        .iter()
+        .zip(&counters.files.unreadable)
+    {
+        r.set(format!("keytrail.files.unreadable.{reason}"), load(n));
+    }
     // Records dropped because a sink's queue was full: per sink, and in total.
     let dropped = sinks.dropped();
     for (sink, n) in &dropped {

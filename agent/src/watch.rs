@@ -13,8 +13,9 @@ use keytrail_common::{PREFIX_MAX, SUFFIX_MAX};
 /// Longest basename the kernel filter holds (`/name` must fit its suffix keys).
 const BASENAME_MAX: usize = SUFFIX_MAX - 1;
 
-/// Always watched, whatever the config: another process reading a process's environment.
-pub const PROC_ENVIRON_GLOB: &str = "/proc/*/environ";
+/// Always watched, whatever the config: another process reading a process's environment
+/// (`/proc/PID/task/TID/environ` is the same file).
+pub const PROC_ENVIRON_GLOBS: [&str; 2] = ["/proc/*/environ", "/proc/*/task/*/environ"];
 
 /// Where `~/` points: root's home and every user's home.
 const HOME_ROOTS: [&str; 2] = ["/root", "/home/*"];
@@ -77,7 +78,7 @@ impl WatchRules {
         let mut globs = Vec::new();
         let mut builder = GlobSetBuilder::new();
         let mut kernel = BTreeSet::new();
-        let builtin = [PROC_ENVIRON_GLOB.to_string()];
+        let builtin = PROC_ENVIRON_GLOBS.map(str::to_string);
         for pattern in builtin.iter().chain(patterns) {
             for glob in expand_home(pattern)? {
                 builder.add(compile_glob(&glob)?);

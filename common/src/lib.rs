@@ -49,6 +49,8 @@ pub mod names {
     pub const ENV_GATES: &str = "ENV_GATES";
     pub const GETENV_SEEN: &str = "GETENV_SEEN";
     pub const AWAITING_PAYLOAD: &str = "AWAITING_PAYLOAD";
+    pub const OFFSETS: &str = "OFFSETS";
+    pub const KNOWN_HOMES: &str = "KNOWN_HOMES";
 }
 
 /// Kinds of records on the ring buffer. Ids are grouped by family and never reused.
@@ -61,6 +63,8 @@ pub enum EventKind {
     ProcExec = 200,
     /// [`ProcExit`]
     ProcExit = 201,
+    /// [`CgroupChange`]
+    CgroupChange = 202,
     /// [`EnvVar`]
     EnvVar = 300,
     /// [`NetConnect`]
@@ -79,6 +83,7 @@ impl EventKind {
             100 => Some(Self::FileOpen),
             200 => Some(Self::ProcExec),
             201 => Some(Self::ProcExit),
+            202 => Some(Self::CgroupChange),
             300 => Some(Self::EnvVar),
             400 => Some(Self::NetConnect),
             401 => Some(Self::NetState),
@@ -112,10 +117,12 @@ pub enum ProbeId {
     NetPayload = 10,
     /// First SSL_write of a TLS connection.
     TlsWrite = 11,
+    /// cgroup v2 directories created and removed.
+    CgroupChange = 12,
 }
 
 impl ProbeId {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [ProbeId; Self::COUNT] = [
         Self::FileOpenat,
         Self::FileOpenat2,
@@ -129,6 +136,7 @@ impl ProbeId {
         Self::NetState,
         Self::NetPayload,
         Self::TlsWrite,
+        Self::CgroupChange,
     ];
 
     /// Stable name used in stats events and logs.
@@ -146,6 +154,7 @@ impl ProbeId {
             Self::NetState => "net_state",
             Self::NetPayload => "net_payload",
             Self::TlsWrite => "tls_write",
+            Self::CgroupChange => "cgroup_change",
         }
     }
 }
@@ -173,6 +182,48 @@ pub struct KernelConfig {
     pub _reserved: u32,
 }
 
+/// Offsets into kernel structures, computed by the agent from the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`) before it attaches anything (slot 0 of [`names::OFFSETS`]), so
+/// the programs can follow task -> mount namespace, task -> cwd and task -> open file without
+/// CO-RE. A chain whose bit is missing from `valid` is not followed (its fields stay 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    /// [`offsets_valid`] bits.
+    pub valid: u32,
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns`, `mnt_namespace.ns.inum`.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
+    /// `task_struct.fs`, `fs_struct.pwd.dentry`, `dentry.d_inode`.
+    pub task_fs: u32,
+    pub fs_pwd_dentry: u32,
+    pub dentry_inode: u32,
+    /// `task_struct.files`, `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`, `file.f_inode`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_inode: u32,
+    /// `inode.i_ino`, `inode.i_sb`, `super_block.s_dev`.
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub _reserved: u32,
+}
+
+/// Bits of [`KernelOffsets::valid`].
+pub mod offsets_valid {
+    /// task -> mount namespace id.
+    pub const MNT_NS: u32 = 1 << 0;
+    /// task -> cwd dentry -> inode.
+    pub const CWD: u32 = 1 << 1;
+    /// task -> fd table -> file -> inode.
+    pub const FILES: u32 = 1 << 2;
+    /// inode -> number and device.
+    pub const INODE: u32 = 1 << 3;
+}
+
 /// Which filter matched an open; also the bits of [`KernelConfig::filters`].
 ///
 /// All but PREFIX live in one LPM trie keyed by the reversed path (see ebpf/src/probes/files.rs):
@@ -184,12 +235,27 @@ pub mod filter {
     pub const DIR_SUFFIX: u32 = 1 << 1;
     pub const BASENAME_PREFIX: u32 = 1 << 2;
     pub const PREFIX: u32 = 1 << 3;
+    /// Not a filter of the config: the path is spelled so that the prefix filter cannot judge
+    /// it (`//x`, `/./x`, `/../x`, `/proc/PID/root/x`); userspace normalises and decides.
+    pub const NONCANONICAL: u32 = 1 << 4;
 
     /// Value of a suffix-trie entry: it matches absolute and relative paths.
     pub const MATCH_ANYWHERE: u32 = 1;
     /// Value of a suffix-trie entry: it matches relative paths only (an exact basename whose
     /// directory the kernel cannot see; userspace resolves it and decides).
     pub const MATCH_RELATIVE: u32 = 2;
+    /// Value bit of a prefix-trie entry: the entry is one exact path, not a directory prefix; it
+    /// matches only a path of exactly [`exact_len`] bytes (a short path named by a workload's
+    /// environment must not pass every path it starts).
+    pub const EXACT: u32 = 4;
+    /// The length of an EXACT entry, kept in the value's upper 16 bits.
+    pub const fn exact_len(value: u32) -> u32 {
+        value >> 16
+    }
+    /// The value of an EXACT entry of `len` bytes.
+    pub const fn exact_value(len: u32) -> u32 {
+        MATCH_ANYWHERE | EXACT | (len << 16)
+    }
 }
 
 /// Bitmaps the kernel tests before each trie lookup, so the opens that cannot match (nearly all)
@@ -245,6 +311,9 @@ pub mod env_match {
     pub const NAME_FILE: u32 = 1 << 4;
     /// `ENV_NAMES` value bit: never secret-like, whatever its words (PWD).
     pub const NAME_PLAIN: u32 = 1 << 8;
+    /// `ENV_NAMES` value bit: the home directory (`HOME`). Its value leaves the kernel only
+    /// when its [`path_hash`](super::path_hash) is not in `KNOWN_HOMES`: a home is news once.
+    pub const NAME_HOME: u32 = 1 << 9;
     /// Event `matched` bits besides the above: secret-like by its words; `*_FILE` with a
     /// secret-like stem; the value has a known credential prefix.
     pub const BY_WORDS: u32 = 1 << 5;
@@ -301,6 +370,23 @@ pub const fn env_name_hash(name: &[u8]) -> u32 {
         i += 1;
     }
     whole
+}
+
+/// FNV-1a over the exact bytes of a path (no case folding): the key of `KNOWN_HOMES`.
+pub const fn path_hash(bytes: &[u8]) -> u32 {
+    let mut h = ENV_HASH_INIT;
+    let mut i = 0;
+    while i < bytes.len() {
+        h = path_hash_step(h, bytes[i]);
+        i += 1;
+    }
+    h
+}
+
+/// One step of [`path_hash`].
+#[inline(always)]
+pub const fn path_hash_step(h: u32, b: u8) -> u32 {
+    (h ^ b as u32).wrapping_mul(0x0100_0193)
 }
 
 /// Bitmaps that gate each environment lookup (slot 0 of [`names::ENV_GATES`]).
@@ -368,6 +454,9 @@ pub enum OpenSyscall {
 pub mod event_flags {
     /// The captured path or filename filled the buffer and may be cut short.
     pub const TRUNCATED: u32 = 1 << 0;
+    /// [`FileOpen::path`](super::FileOpen) holds the last bytes of a path longer than the
+    /// window, not its first.
+    pub const PATH_TAIL: u32 = 1 << 1;
 }
 
 /// Fields every record starts with.
@@ -400,12 +489,24 @@ pub struct FileOpen {
     pub ret: i64,
     /// Open flags (O_RDONLY ...); openat2's `how.flags`.
     pub open_flags: u64,
+    /// For a relative path: the inode number of the directory it starts from (the cwd, or
+    /// what `dirfd` names) at the open, so userspace can tell whether the directory it finds
+    /// later is still that one. 0 when absolute or unknown.
+    pub base_ino: u64,
+    /// For a successful open: the inode number of the file opened. 0 when unknown.
+    pub file_ino: u64,
     /// Directory fd for relative paths (AT_FDCWD = -100).
     pub dirfd: i32,
     /// An [`OpenSyscall`] id.
     pub syscall: u32,
+    /// The opener's mount namespace (its inode number); 0 when unknown.
+    pub mnt_ns: u32,
+    /// Devices (the kernel's `dev_t`: major << 20 | minor) of `base_ino` and `file_ino`.
+    pub base_dev: u32,
+    pub file_dev: u32,
     /// [`filter`] bits of the filters that matched.
     pub matched: u32,
+    pub _reserved: u32,
     /// Bytes of `path` in use, without the NUL. Placed right before `path` on purpose: with
     /// `path` it forms an LPM trie key `{prefix_len, data}` for the prefix filter.
     pub path_len: u32,
@@ -419,8 +520,31 @@ pub struct ProcExec {
     pub header: EventHeader,
     /// Bytes of `filename` in use, without the NUL.
     pub filename_len: u32,
-    pub _reserved: u32,
+    /// The process's mount namespace (its inode number) after the exec; 0 when unknown.
+    pub mnt_ns: u32,
     pub filename: [u8; PATH_CAP],
+}
+
+/// [`CgroupChange::op`] values.
+pub mod cgroup_op {
+    pub const MKDIR: u32 = 1;
+    pub const RMDIR: u32 = 2;
+}
+
+/// A cgroup v2 directory was created (its path is known from then on, even if it and its
+/// processes are gone before their records are read) or removed (state kept per cgroup can go).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupChange {
+    pub header: EventHeader,
+    /// The cgroup's id (the inode number of its directory).
+    pub cgroup_id: u64,
+    /// A [`cgroup_op`] value.
+    pub op: u32,
+    /// Bytes of `path` in use, without the NUL.
+    pub path_len: u32,
+    /// Its path below the cgroup2 root, starting with `/`.
+    pub path: [u8; PATH_CAP],
 }
 
 /// The last thread of a process exited.
@@ -548,7 +672,9 @@ impl core::fmt::Debug for EnvVar {
 // The wire layout is part of the kernel/user contract: fail the build if it moves.
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 56);
-    assert!(core::mem::size_of::<FileOpen>() == 56 + 32 + PATH_CAP);
+    assert!(core::mem::size_of::<FileOpen>() == 56 + 64 + PATH_CAP);
+    assert!(core::mem::size_of::<CgroupChange>() == 56 + 16 + PATH_CAP);
+    assert!(core::mem::size_of::<KernelOffsets>() == 64);
     assert!(core::mem::size_of::<ProcExec>() == 56 + 8 + PATH_CAP);
     assert!(core::mem::size_of::<ProcExit>() == 56);
     assert!(core::mem::size_of::<EnvVar>() == 56 + 24 + ENV_CAP);
@@ -574,4 +700,5 @@ mod user {
     unsafe impl aya::Pod for super::ProbeCounters {}
     unsafe impl aya::Pod for super::FilterGates {}
     unsafe impl aya::Pod for super::EnvGates {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -1,12 +1,15 @@
 //! Maps and helpers shared by every program family. One module per family below.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_uid_gid, generated},
+    helpers::{bpf_get_current_uid_gid, bpf_probe_read_kernel, generated},
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
-use keytrail_common::{COMM_LEN, EventHeader, KernelConfig, ProbeCounters, ProbeId};
+use keytrail_common::{
+    COMM_LEN, EventHeader, KernelConfig, KernelOffsets, ProbeCounters, ProbeId, offsets_valid,
+};
 
+mod cgroup;
 mod env;
 mod files;
 mod floor;
@@ -28,6 +31,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 /// Slot 0: settings written by the agent before it attaches anything.
 #[map]
 static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
+
+/// Slot 0: kernel structure offsets from the agent (see `KernelOffsets`).
+#[map]
+static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 
 /// Seen/dropped counters per program, per CPU (no atomics on the hot path).
 #[map]
@@ -133,4 +140,91 @@ fn store(slot: &mut u64, v: u64) {
 fn load(slot: &u64) -> u64 {
     // SAFETY: as in `store`.
     unsafe { core::ptr::read_volatile(slot) }
+}
+
+/// The offsets the agent found in the kernel's BTF, if it wrote them.
+#[inline(always)]
+fn offsets() -> Option<&'static KernelOffsets> {
+    OFFSETS.get(0)
+}
+
+/// Reads the pointer-sized field at `base + offset` of a kernel structure.
+#[inline(always)]
+fn kernel_u64(base: u64, offset: u32) -> Option<u64> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: the helper checks the address and reports faults as errors.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn kernel_u32(base: u64, offset: u32) -> Option<u32> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: as in kernel_u64.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const u32) }.ok()
+}
+
+/// The current task (`struct task_struct *`).
+#[inline(always)]
+fn current_task() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { generated::bpf_get_current_task() }
+}
+
+/// The current task's mount namespace id (the inode number of /proc/PID/ns/mnt), 0 if unknown.
+#[inline(always)]
+fn current_mnt_ns() -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    if o.valid & offsets_valid::MNT_NS == 0 {
+        return 0;
+    }
+    let nsproxy = kernel_u64(current_task(), o.task_nsproxy).unwrap_or(0);
+    let mnt_ns = kernel_u64(nsproxy, o.nsproxy_mnt_ns).unwrap_or(0);
+    kernel_u32(mnt_ns, o.mnt_ns_inum).unwrap_or(0)
+}
+
+/// Inode number and device (`dev_t`) of a `struct inode *`; (0, 0) if unknown.
+#[inline(always)]
+fn inode_identity(o: &KernelOffsets, inode: u64) -> (u64, u32) {
+    if o.valid & offsets_valid::INODE == 0 || inode == 0 {
+        return (0, 0);
+    }
+    let ino = kernel_u64(inode, o.inode_ino).unwrap_or(0);
+    let sb = kernel_u64(inode, o.inode_sb).unwrap_or(0);
+    (ino, kernel_u32(sb, o.sb_dev).unwrap_or(0))
+}
+
+/// Identity of the current task's working directory.
+#[inline(always)]
+fn cwd_identity() -> (u64, u32) {
+    let Some(o) = offsets() else { return (0, 0) };
+    if o.valid & offsets_valid::CWD == 0 {
+        return (0, 0);
+    }
+    let fs = kernel_u64(current_task(), o.task_fs).unwrap_or(0);
+    let dentry = kernel_u64(fs, o.fs_pwd_dentry).unwrap_or(0);
+    let inode = kernel_u64(dentry, o.dentry_inode).unwrap_or(0);
+    inode_identity(o, inode)
+}
+
+/// Identity of the file the current task holds open as `fd`.
+#[inline(always)]
+fn fd_identity(fd: i64) -> (u64, u32) {
+    let Some(o) = offsets() else { return (0, 0) };
+    if o.valid & offsets_valid::FILES == 0 || fd < 0 {
+        return (0, 0);
+    }
+    let files = kernel_u64(current_task(), o.task_files).unwrap_or(0);
+    let fdt = kernel_u64(files, o.files_fdt).unwrap_or(0);
+    let max = kernel_u32(fdt, o.fdt_max_fds).unwrap_or(0);
+    if fd as u64 >= max as u64 {
+        return (0, 0);
+    }
+    let array = kernel_u64(fdt, o.fdt_fd).unwrap_or(0);
+    let file = kernel_u64(array, (fd as u32).wrapping_mul(8)).unwrap_or(0);
+    let inode = kernel_u64(file, o.file_inode).unwrap_or(0);
+    inode_identity(o, inode)
 }

@@ -46,6 +46,11 @@ fuzz_target!(|data: &[u8]| {
         KernelEvent::EnvVar(e) => {
             let _ = events::text(&e.data, e.len);
         }
-        KernelEvent::ProcExit(_) | KernelEvent::NetConnect(_) | KernelEvent::NetState(_) => {}
+        KernelEvent::CgroupChange(e) => {
+            let _ = events::text(&e.path, e.path_len);
+        }
+        KernelEvent::ProcExit(_)
+        | KernelEvent::NetConnect(_)
+        | KernelEvent::NetState(_) => {}
     }
 });

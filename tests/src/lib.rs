@@ -88,6 +88,12 @@ impl CgroupGuard {
     pub fn id(&self) -> u64 {
         std::fs::metadata(&self.dir).expect("cgroup dir").ino()
     }
+
+    /// Moves a running process here (as root, from outside).
+    pub fn adopt(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.rel));
+    }
 }
 
 impl Drop for CgroupGuard {

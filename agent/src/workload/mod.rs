@@ -83,7 +83,14 @@ pub struct CgroupPaths {
     mount: Option<PathBuf>,
     cache: HashMap<u64, String>,
     last_scan: Option<Instant>,
+    /// Paths of removed cgroups, oldest first: records read after a short-lived job's cgroup
+    /// is gone still name it.
+    removed: HashMap<u64, String>,
+    removed_order: std::collections::VecDeque<u64>,
 }
+
+/// Removed cgroups whose path is remembered.
+const MAX_REMOVED: usize = 4096;
 
 impl CgroupPaths {
     /// Finds the cgroup2 mount of this host. Without one, paths are never known.
@@ -102,6 +109,26 @@ impl CgroupPaths {
             mount,
             cache: HashMap::new(),
             last_scan: None,
+            removed: HashMap::new(),
+            removed_order: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// A cgroup was created (the kernel said so, with its path).
+    pub fn created(&mut self, id: u64, path: String) {
+        self.remember(id, path);
+    }
+
+    /// A cgroup was removed: its path stays known for the records still on their way.
+    pub fn removed(&mut self, id: u64, path: String) {
+        let path = self.cache.remove(&id).unwrap_or(path);
+        if self.removed_order.len() >= MAX_REMOVED
+            && let Some(old) = self.removed_order.pop_front()
+        {
+            self.removed.remove(&old);
+        }
+        if self.removed.insert(id, path).is_none() {
+            self.removed_order.push_back(id);
         }
     }
 
@@ -112,7 +139,7 @@ impl CgroupPaths {
     /// The path of cgroup `id`, trying the process's own /proc entry first (cheap, exact while
     /// it lives), then a scan of the tree (for processes already gone).
     pub fn resolve(&mut self, id: u64, pid: u32) -> Option<String> {
-        if let Some(p) = self.cache.get(&id) {
+        if let Some(p) = self.cache.get(&id).or_else(|| self.removed.get(&id)) {
             return Some(p.clone());
         }
         let mount = self.mount.clone()?;

@@ -21,8 +21,8 @@ use keytrail_common::{
 };
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_seen, fill_header,
-    load, store, submit_flags, tp_field,
+    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_seen, current_mnt_ns,
+    cwd_identity, fd_identity, fill_header, load, store, submit_flags, tp_field,
 };
 
 /// Room for compiled watch rules per filter map.
@@ -30,6 +30,9 @@ const MAX_FILTER_ENTRIES: u32 = 1024;
 /// Opens in flight between enter and exit; LRU so a lost exit cannot leak a slot.
 const MAX_PENDING_OPENS: u32 = 8192;
 const PATH_MASK: usize = PATH_CAP - 1;
+/// Window-sized steps taken to find the end of a path longer than the window: enough for
+/// PATH_MAX (4096) bytes.
+const LONG_PATH_STEPS: usize = 8;
 const AT_FDCWD: i32 = -100;
 /// `OpenScratch::slash` when no '/' is in the reversed window.
 const NO_SLASH: u64 = u64::MAX;
@@ -64,6 +67,9 @@ struct OpenScratch {
     len: u64,
     last_slash: u64,
     slash: u64,
+    /// The path starts with '/'; `event.path` holds the tail of a longer path.
+    absolute: u64,
+    tail: u64,
     rev: [u8; REV_BYTES],
 }
 
@@ -195,21 +201,42 @@ fn open_enter(
         return Ok(());
     }
     let len = ((n - 1) as usize) & PATH_MASK;
-    let matched = prefilter(s, len, filters, cfg);
+    let truncated = n as usize >= PATH_CAP;
+    let matched = prefilter(s, len, filters, cfg, truncated, filename);
     if matched == 0 {
         return Ok(());
     }
+    let tail = load(&s.tail) != 0;
+    let absolute = load(&s.absolute) != 0;
     let ev = &mut s.event;
     fill_header(&mut ev.header, EventKind::FileOpen as u32, pid_tgid);
-    if n as usize >= PATH_CAP {
+    if truncated {
         ev.header.flags |= event_flags::TRUNCATED;
+    }
+    if tail {
+        ev.header.flags |= event_flags::PATH_TAIL;
     }
     ev.ret = 0;
     ev.open_flags = open_flags;
     ev.dirfd = dirfd;
     ev.syscall = syscall as u32;
     ev.matched = matched;
-    ev.path_len = len as u32;
+    ev._reserved = 0;
+    ev.path_len = load(&s.len) as u32;
+    ev.mnt_ns = current_mnt_ns();
+    // Where a relative path starts, as the kernel sees it now: the process may chdir or close
+    // its dirfd before userspace looks.
+    let (base_ino, base_dev) = if absolute {
+        (0, 0)
+    } else if dirfd == AT_FDCWD {
+        cwd_identity()
+    } else {
+        fd_identity(dirfd as i64)
+    };
+    ev.base_ino = base_ino;
+    ev.base_dev = base_dev;
+    ev.file_ino = 0;
+    ev.file_dev = 0;
     count_seen(probe);
     if insert_pending(pid_tgid, ev).is_err() {
         count_dropped(probe);
@@ -235,7 +262,13 @@ fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
     let ev = PENDING_OPENS.get_ptr_mut(pid_tgid).ok_or(ProbeError)?;
     // SAFETY: the pointer comes from a successful lookup; offset from the format file.
     let ev = unsafe {
-        (*ev).ret = tp_field::<i64>(ctx, 16);
+        let ret = tp_field::<i64>(ctx, 16);
+        (*ev).ret = ret;
+        // The file opened, whatever name it was opened by: lets userspace find its real path
+        // and tell a reused descriptor from this one.
+        let (ino, dev) = fd_identity(ret);
+        (*ev).file_ino = ino;
+        (*ev).file_dev = dev;
         &*ev
     };
     if EVENTS.output::<FileOpen>(ev, submit_flags()).is_err() {
@@ -264,20 +297,46 @@ fn pending_add(delta: u64) {
 }
 
 /// Returns the [`filter`] bit of the first filter the path in `s.event.path[..len]` passes, or 0.
+/// `truncated`: the path filled the window; the suffix filters then judge its real tail, read
+/// again from `filename`.
 #[inline(always)]
-fn prefilter(s: &mut OpenScratch, len: usize, filters: u32, cfg: &KernelConfig) -> u32 {
+fn prefilter(
+    s: &mut OpenScratch,
+    len: usize,
+    filters: u32,
+    cfg: &KernelConfig,
+    truncated: bool,
+    filename: *const u8,
+) -> u32 {
     let Some(gates) = FILTER_GATES.get(0) else {
         return 0;
     };
     let absolute = s.event.path[0] == b'/';
+    store(&mut s.absolute, absolute as u64);
+    store(&mut s.tail, 0);
     store(&mut s.len, len as u64);
 
-    if filters & filter::PREFIX != 0
-        && absolute
-        && bit_head(&gates.prefix_head, s.event.path[1], s.event.path[2])
-        && lookup_prefix(s)
-    {
-        return filter::PREFIX;
+    if absolute {
+        let (b1, b2) = (s.event.path[1], s.event.path[2]);
+        // `//x`, `/./x`, `/../x`: the prefix trie compares bytes, not paths.
+        if b1 == b'/' || (b1 == b'.' && (b2 == b'/' || b2 == b'.')) {
+            return filter::NONCANONICAL;
+        }
+        if filters & filter::PREFIX != 0 && bit_head(&gates.prefix_head, b1, b2) && lookup_prefix(s)
+        {
+            return filter::PREFIX;
+        }
+        if b1 == b'p' && b2 == b'r' && is_proc_root(s) {
+            return filter::NONCANONICAL;
+        }
+    }
+    if truncated {
+        if !load_tail(s, filename) {
+            // Longer than PATH_MAX or unreadable: the kernel cannot judge it; userspace
+            // reports it as truncated.
+            return filter::NONCANONICAL;
+        }
+        store(&mut s.tail, 1);
     }
 
     // Which trie lookups could match, from single bytes around the last '/'.
@@ -339,6 +398,90 @@ fn prefilter(s: &mut OpenScratch, len: usize, filters: u32, cfg: &KernelConfig) 
     0
 }
 
+/// True for `/proc/<pid|self|thread-self>/{root,cwd}/...` (also under `task/<tid>/`): a path
+/// into another root or working directory, which the prefix filter cannot judge.
+#[inline(always)]
+fn is_proc_root(s: &OpenScratch) -> bool {
+    let p = &s.event.path;
+    if !(p[3] == b'o' && p[4] == b'c' && p[5] == b'/') {
+        return false;
+    }
+    // The end of the pid component (`self`, `thread-self` or digits).
+    let Some(mut i) = component_end(p, 6) else {
+        return false;
+    };
+    if p[(i + 1) & PATH_MASK] == b't'
+        && p[(i + 2) & PATH_MASK] == b'a'
+        && p[(i + 3) & PATH_MASK] == b's'
+        && p[(i + 4) & PATH_MASK] == b'k'
+        && p[(i + 5) & PATH_MASK] == b'/'
+    {
+        match component_end(p, (i + 6) & PATH_MASK) {
+            Some(j) => i = j,
+            None => return false,
+        }
+    }
+    let at = |k: usize| p[(i + k) & PATH_MASK];
+    (at(1) == b'r' && at(2) == b'o' && at(3) == b'o' && at(4) == b't' && at(5) == b'/')
+        || (at(1) == b'c' && at(2) == b'w' && at(3) == b'd' && at(4) == b'/')
+}
+
+/// Index of the '/' ending the component that starts at `start` (at most 16 bytes on).
+#[inline(always)]
+fn component_end(p: &[u8; PATH_CAP], start: usize) -> Option<usize> {
+    for k in 0..16 {
+        let i = (start + k) & PATH_MASK;
+        match p[i] {
+            b'/' => return Some(i),
+            0 => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// For a path longer than the window: finds its end in user memory and puts its last
+/// `PATH_CAP - 1` bytes in `s.event.path` (the suffix filters need the real tail). False when
+/// the end was not found.
+#[inline(always)]
+fn load_tail(s: &mut OpenScratch, filename: *const u8) -> bool {
+    let step = PATH_CAP - 1;
+    let mut at = filename as u64;
+    let mut end = 0u64;
+    for _ in 0..LONG_PATH_STEPS {
+        at += step as u64;
+        // SAFETY: bounded by PATH_CAP; faults are reported as errors.
+        let n = unsafe {
+            generated::bpf_probe_read_user_str(
+                s.event.path.as_mut_ptr().cast(),
+                PATH_CAP as u32,
+                at as *const core::ffi::c_void,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        if (n as usize) < PATH_CAP {
+            end = at + n as u64 - 1;
+            break;
+        }
+    }
+    if end == 0 {
+        return false;
+    }
+    // SAFETY: as above; the range lies inside the string just measured.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            s.event.path.as_mut_ptr().cast(),
+            step as u32,
+            (end - step as u64) as *const core::ffi::c_void,
+        )
+    };
+    s.event.path[step] = 0;
+    store(&mut s.len, step as u64);
+    rc == 0
+}
+
 /// Stores the index of the last '/' among the last SUFFIX_MAX bytes in `s.last_slash`.
 #[inline(always)]
 fn find_last_slash(s: &mut OpenScratch) {
@@ -397,7 +540,8 @@ fn lookup_suffix(s: &mut OpenScratch, offset: usize, rlen: usize, absolute: bool
 }
 
 /// Looks up the absolute path in FILTER_PREFIX, using the event's `path_len` + `path` fields as
-/// the key (they are laid out as `{prefix_len, data}`).
+/// the key (they are laid out as `{prefix_len, data}`). An EXACT entry matches only a path of
+/// its own length.
 #[inline(always)]
 fn lookup_prefix(s: &mut OpenScratch) -> bool {
     let len = load(&s.len) as usize & PATH_MASK;
@@ -405,7 +549,10 @@ fn lookup_prefix(s: &mut OpenScratch) -> bool {
     let key = (&raw const s.event.path_len).cast::<Key<[u8; PREFIX_MAX]>>();
     // SAFETY: path_len is immediately followed by path (asserted in keytrail-common), so the
     // key lies inside the event; bytes past `len` are stale but not compared.
-    let hit = FILTER_PREFIX.get(unsafe { &*key }).is_some();
+    let hit = match FILTER_PREFIX.get(unsafe { &*key }) {
+        Some(&v) => v & filter::EXACT == 0 || filter::exact_len(v) as usize == len,
+        None => false,
+    };
     s.event.path_len = len as u32;
     hit
 }

@@ -10,7 +10,8 @@ use aya_ebpf::{
 use keytrail_common::{EventKind, PATH_CAP, ProbeId, ProcExec, ProcExit, event_flags};
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, count_dropped, count_seen, fill_header, submit_flags, tp_field,
+    EVENTS, ProbeError, ProbeResult, count_dropped, count_seen, current_mnt_ns, fill_header,
+    submit_flags, tp_field,
 };
 
 /// match-proto: sched/sched_process_exec: __data_loc char[] filename@8
@@ -43,7 +44,8 @@ fn try_proc_exec(ctx: &TracePointContext) -> ProbeResult {
             src.cast(),
         );
         (*ev).filename_len = if n > 1 { (n - 1) as u32 } else { 0 };
-        (*ev)._reserved = 0;
+        // After exec: a process that unshared its mount namespace shows the new one here.
+        (*ev).mnt_ns = current_mnt_ns();
         if n as usize >= PATH_CAP {
             (*ev).header.flags |= event_flags::TRUNCATED;
         }

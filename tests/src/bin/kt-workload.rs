@@ -14,6 +14,11 @@
 //!   symlink TARGET LINK    create the symlink LINK -> TARGET (and LINK's parents)
 //!   chroot DIR             chroot(2) into DIR and chdir to /
 //!   fork-open PATH         fork a child that opens PATH and exits at once; reap it
+//!   fork-sleep             fork a child that sleeps until killed; answers its pid
+//!   open-hold PATH         open(2) PATH and keep it open; answers the fd
+//!   open-chdir PATH DIR    open(2) PATH (relative to the cwd), close it, chdir to DIR at once
+//!   link TARGET LINK       create the hard link LINK -> TARGET
+//!   bind SRC DST           bind-mount SRC on DST (DST is created)
 //!   exit
 
 use std::{
@@ -132,6 +137,56 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
             let mut status = 0;
             unsafe { libc::waitpid(pid, &mut status, 0) };
             Ok(pid.to_string())
+        }
+        "fork-sleep" => {
+            // SAFETY: the child only calls pause, which is async-signal-safe.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                loop {
+                    unsafe { libc::pause() };
+                }
+            }
+            if pid < 0 {
+                return Err("fork failed".into());
+            }
+            Ok(pid.to_string())
+        }
+        "open-hold" => {
+            let p = cstr(arg(0)?)?;
+            let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            check(if fd >= 0 { 0 } else { -1 }, "open")?;
+            Ok(fd.to_string())
+        }
+        "open-chdir" => {
+            let fd = open_close(arg(0)?)?;
+            std::env::set_current_dir(arg(1)?).map_err(|e| e.to_string())?;
+            Ok(fd.to_string())
+        }
+        "link" => {
+            let link = std::path::Path::new(arg(1)?);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::hard_link(arg(0)?, link).map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        "bind" => {
+            let (src, dst) = (cstr(arg(0)?)?, arg(1)?);
+            std::fs::create_dir_all(dst).map_err(|e| e.to_string())?;
+            let dst = cstr(dst)?;
+            check(
+                unsafe {
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    )
+                },
+                "bind mount",
+            )?;
+            Ok(String::new())
         }
         "chdir" => std::env::set_current_dir(arg(0)?)
             .map(|_| String::new())
