@@ -18,7 +18,7 @@ use crate::{
     credential::Classifier,
     env::{EnvAccess, NamedFile},
     events::{self, KernelEvent, comm},
-    files::{CgroupFilter, FileAccess, FirstSeen, Opener, access_records},
+    files::{CgroupFilter, FileAccess, FirstSeen, HomeEntries, Opener, access_records},
     fingerprint_key::{KeyError, KeySource, load_key},
     inspect::Inspector,
     inventory::{Inventory, InventoryError},
@@ -107,6 +107,11 @@ enum ProbeRequest {
     ForgetGetenv(Vec<u64>),
     /// Add a path named by an environment variable to the kernel prefilter.
     WatchPath(String),
+    /// Watch below homes found at run time, and stop watching below those gone.
+    Homes {
+        add: Vec<HomeEntries>,
+        remove: Vec<HomeEntries>,
+    },
 }
 
 impl ProbeRequest {
@@ -120,9 +125,41 @@ impl ProbeRequest {
                     tracing::warn!(%error, "could not add a path named by an environment variable to the kernel filter");
                 }
             }
+            ProbeRequest::Homes { add, remove } => watch_homes(probes, &add, &remove),
         }
     }
 }
+
+/// Adds and removes the kernel entries of homes.
+fn watch_homes(probes: &mut Probes, add: &[HomeEntries], remove: &[HomeEntries]) {
+    for (home, entries) in remove {
+        if let Err(error) = probes.remove_home(home, entries) {
+            tracing::warn!(%error, "could not remove a home's entries from the kernel filter");
+        }
+    }
+    for (home, entries) in add {
+        if let Err(error) = probes.add_home(home, entries) {
+            tracing::warn!(%error, "could not add a home's entries to the kernel filter");
+        }
+    }
+}
+
+/// The homes every node has: /root, the directories under /home, and the host's passwd (read
+/// through PID 1's root, so a containerised agent sees the host's).
+fn host_homes(inspector: &mut Inspector) -> Vec<String> {
+    let mut homes = vec!["/root".to_string()];
+    homes.extend(watch::host_homes());
+    if let Ok(passwd) = inspector.read_workload_file(1, 0, PASSWD, PASSWD_CAP) {
+        homes.extend(crate::homes::passwd_homes(&String::from_utf8_lossy(
+            &passwd,
+        )));
+    }
+    homes
+}
+
+/// Where a workload lists its users and their homes, and how much of it is read.
+const PASSWD: &str = "/etc/passwd";
+const PASSWD_CAP: u64 = 256 * 1024;
 
 fn attach_library(probes: &mut Probes, lib: &LibcFile) {
     let (probe, result) = match lib.library {
@@ -142,8 +179,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let config = &opts.config;
     probes::check_privileges()?;
     probes::ensure_tracefs()?;
-    let rules = WatchRules::compile(&config.watch.paths, &watch::host_homes())
-        .map_err(AgentError::Rules)?;
+    let rules = WatchRules::compile(&config.watch.paths).map_err(AgentError::Rules)?;
     let cgroup_filter = CgroupFilter::new(&config.cgroups.include, &config.cgroups.exclude)
         .map_err(|e| AgentError::Rules(e.to_string()))?;
     tracing::info!(
@@ -227,6 +263,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         cgroups.mount().map(std::path::Path::to_path_buf),
     );
     inspector.seed_namespaces();
+    let mut files = FileAccess::new(rules, cgroup_filter.clone(), config.output.dedup_window);
+    let homes = files.add_system_homes(host_homes(&mut inspector), &counters.files);
+    watch_homes(&mut probes, &homes, &[]);
+    if let Some(ns) = crate::rootfs::mount_ns(1) {
+        files.first_look_at(ns);
+    }
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
     let pipeline = Pipeline {
         procs: ProcessTable::new(),
@@ -239,7 +281,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         net: NetAccess::new(inspector_classifier.clone(), cgroup_filter.clone()),
         report_connections: config.output.connections,
         correlator,
-        files: FileAccess::new(rules, cgroup_filter, config.output.dedup_window),
+        files,
         inspector,
         first_seen: FirstSeen::default(),
         clock: BootClock::now(),
@@ -432,6 +474,34 @@ impl Pipeline {
         records
     }
 
+    /// Homes from an exec: the passwd of a mount namespace seen for the first time, and the
+    /// process's `HOME` when the kernel sent it.
+    fn learn_homes(
+        &mut self,
+        h: &EventHeader,
+        mnt_ns: Option<u64>,
+        home: Option<&str>,
+        counters: &AgentCounters,
+    ) {
+        let mut add = Vec::new();
+        if let Some(ns) = mnt_ns
+            && self.files.first_look_at(ns)
+            && let Ok(passwd) = self
+                .inspector
+                .read_workload_file(h.pid, ns, PASSWD, PASSWD_CAP)
+        {
+            let homes = crate::homes::passwd_homes(&String::from_utf8_lossy(&passwd));
+            add.extend(self.files.add_system_homes(homes, &counters.files));
+        }
+        if let Some(home) = home {
+            add.extend(self.files.add_env_home(h.cgroup_id, home, &counters.files));
+        }
+        if !add.is_empty() {
+            let remove = Vec::new();
+            let _ = self.probe_tx.send(ProbeRequest::Homes { add, remove });
+        }
+    }
+
     fn watch_named_files(&mut self, named: Vec<NamedFile>) {
         for f in named {
             if self.files.watch_env_path(f.cgroup_id, &f.path, &f.env_name) {
@@ -464,6 +534,7 @@ impl Pipeline {
                     .env
                     .on_exec(e, &who, time, &mut self.first_seen, &counters.env);
                 self.watch_named_files(outcome.named_files);
+                self.learn_homes(h, mnt_ns, outcome.home.as_deref(), counters);
                 outcome.records
             }
             KernelEvent::CgroupChange(e) => {
@@ -472,6 +543,11 @@ impl Pipeline {
                     self.cgroups.created(e.cgroup_id, path);
                 } else {
                     self.cgroups.removed(e.cgroup_id, path);
+                    let remove = self.files.cgroup_gone(e.cgroup_id, &counters.files);
+                    if !remove.is_empty() {
+                        let add = Vec::new();
+                        let _ = self.probe_tx.send(ProbeRequest::Homes { add, remove });
+                    }
                 }
                 Vec::new()
             }

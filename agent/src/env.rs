@@ -15,7 +15,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use keytrail_common::{EnvSource, EnvVar, ProcExec, env_name_hash, event_flags};
+use keytrail_common::{EnvSource, EnvVar, ProcExec, env_match, env_name_hash, event_flags};
 
 use crate::{
     credential::{Classifier, Credential, Kind},
@@ -58,11 +58,14 @@ pub struct NamedFile {
 pub struct ExecOutcome {
     pub records: Vec<Record>,
     pub named_files: Vec<NamedFile>,
+    /// The process's `HOME`, when the kernel sent it (a home it had not seen yet).
+    pub home: Option<String>,
 }
 
 struct PendingExec {
     exec_id: u64,
     vars: Vec<(String, String)>,
+    home: Option<String>,
 }
 
 /// Dedup key of exec records: cgroup, program, credential fingerprint.
@@ -113,13 +116,18 @@ impl EnvAccess {
         let entry = self.pending.entry(pid).or_insert(PendingExec {
             exec_id: ev.exec_id,
             vars: Vec::new(),
+            home: None,
         });
         // A new execve of the same process (the last one failed, or a retry along PATH).
         if entry.exec_id != ev.exec_id {
             entry.exec_id = ev.exec_id;
             entry.vars.clear();
+            entry.home = None;
         }
-        if entry.vars.len() < MAX_VARS {
+        // HOME is no credential: it names a home directory to watch.
+        if ev.matched == env_match::NAME_HOME {
+            entry.home = Some(value);
+        } else if entry.vars.len() < MAX_VARS {
             entry.vars.push((name, value));
         }
     }
@@ -142,7 +150,10 @@ impl EnvAccess {
         if !self.cgroups.allows(who.cgroup_path) {
             return ExecOutcome::default();
         }
-        let mut out = ExecOutcome::default();
+        let mut out = ExecOutcome {
+            home: pending.home.filter(|h| !h.is_empty()),
+            ..ExecOutcome::default()
+        };
         let rules = self.classifier.env_names();
         for (name, value) in &pending.vars {
             if rules.names_file(name) && value.starts_with('/') {

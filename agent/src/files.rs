@@ -16,13 +16,14 @@ use crate::{
     credential::{Credential, Lifetime},
     dedup::RecentSet,
     events::text,
+    homes::{HomeCounters, Homes},
     inspect::{Content, Inspection, ReadVia, Reader},
     openpath::{self, Unresolved},
     procs::{ProcInfo, read_exe},
     record::{Record, Severity, names},
     rootfs::ReadError,
     roots::RootSource,
-    watch::WatchRules,
+    watch::{KernelEntry, WatchRules},
     workload::proc_cgroup_path,
 };
 
@@ -43,6 +44,8 @@ pub struct FileCounters {
     pub truncated: AtomicU64,
     /// Credential files that could not be read, by [`ReadError::REASONS`].
     pub unreadable: [AtomicU64; ReadError::REASONS.len()],
+    /// Home directories known, and refused.
+    pub homes: HomeCounters,
 }
 
 impl FileCounters {
@@ -106,7 +109,12 @@ pub struct FileAccess {
     /// Paths named by a workload's environment (`KUBECONFIG=/etc/app/kubeconfig`), watched for
     /// that workload (cgroup id) only, with the variable's name.
     env_paths: HashMap<(u64, String), String>,
+    /// Home directories found at run time, for the `~/` patterns that need one.
+    homes: Homes,
 }
+
+/// A home directory and the kernel entries that watch below it.
+pub type HomeEntries = (String, Vec<KernelEntry>);
 
 /// Paths added from environments at most.
 const MAX_ENV_PATHS: usize = 4096;
@@ -118,7 +126,54 @@ impl FileAccess {
             cgroups,
             recent: RecentSet::new(dedup_window),
             env_paths: HashMap::new(),
+            homes: Homes::new(),
         }
+    }
+
+    /// Adds system homes (a mount namespace's passwd file, read through its root; the
+    /// directories under /home). Returns the new ones with their kernel entries.
+    pub fn add_system_homes(
+        &mut self,
+        homes: Vec<String>,
+        counters: &FileCounters,
+    ) -> Vec<HomeEntries> {
+        self.homes
+            .add_system(homes, &counters.homes)
+            .into_iter()
+            .map(|h| self.with_entries(h))
+            .collect()
+    }
+
+    /// Adds a home named by `HOME` in cgroup `cgroup`; returns it when new.
+    pub fn add_env_home(
+        &mut self,
+        cgroup: u64,
+        home: &str,
+        counters: &FileCounters,
+    ) -> Option<HomeEntries> {
+        self.homes
+            .add_env(cgroup, home, &counters.homes)
+            .map(|h| self.with_entries(h))
+    }
+
+    /// True when mount namespace `ns` has not been looked at for homes yet.
+    pub fn first_look_at(&mut self, ns: u64) -> bool {
+        self.homes.first_look_at(ns)
+    }
+
+    /// A cgroup was removed: what it alone named goes. Returns the homes that went.
+    pub fn cgroup_gone(&mut self, cgroup: u64, counters: &FileCounters) -> Vec<HomeEntries> {
+        self.env_paths.retain(|(c, _), _| *c != cgroup);
+        self.homes
+            .cgroup_gone(cgroup, &counters.homes)
+            .into_iter()
+            .map(|h| self.with_entries(h))
+            .collect()
+    }
+
+    fn with_entries(&self, home: String) -> HomeEntries {
+        let entries = self.rules.home_entries(&home);
+        (home, entries)
     }
 
     /// The access to report for an open, or None when it is not reported (counted in
@@ -141,7 +196,11 @@ impl FileAccess {
             .cloned();
         // A resolved path gets the exact match; one that could not be resolved passed the
         // kernel's filter and is reported as it was captured.
-        if resolved && env_hint.is_none() && !self.rules.matches(&path) {
+        if resolved
+            && env_hint.is_none()
+            && !self.rules.matches(&path)
+            && !self.rules.matches_in_homes(&path, &self.homes)
+        {
             counters.not_matched.fetch_add(1, Ordering::Relaxed);
             return None;
         }

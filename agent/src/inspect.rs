@@ -177,6 +177,19 @@ impl Inspector {
         }
     }
 
+    /// Reads a small file of a workload's own (its /etc/passwd), as process `pid` of mount
+    /// namespace `mnt_ns` sees it, under the same rules as credential files.
+    pub fn read_workload_file(
+        &mut self,
+        pid: u32,
+        mnt_ns: u64,
+        path: &str,
+        cap: u64,
+    ) -> Result<Vec<u8>, ReadError> {
+        let (root, _) = self.roots.root_for(pid, mnt_ns, None)?;
+        rootfs::read_in_root(&root, path, cap).map(|c| c.bytes)
+    }
+
     /// A process exited: its root handle goes.
     pub fn forget(&mut self, pid: u32) {
         self.roots.forget_process(pid);

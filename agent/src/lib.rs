@@ -16,6 +16,7 @@ pub mod env;
 pub mod events;
 pub mod files;
 pub mod fingerprint_key;
+pub mod homes;
 pub mod inspect;
 pub mod inventory;
 pub mod k8s;

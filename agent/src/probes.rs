@@ -69,6 +69,10 @@ pub const TLS_WRITE_SYMBOLS: &[&str] = &["SSL_write", "SSL_write_ex"];
 pub const TLS_FREE_PROGRAM: &str = "tls_free";
 pub const TLS_FREE_SYMBOLS: &[&str] = &["SSL_free", "SSL_clear"];
 
+/// The variable naming a process's home directory: its value leaves the kernel once per new
+/// home, so homes anywhere (service users, CI jobs) are watched.
+pub const HOME_VAR: &str = "HOME";
+
 /// The uprobe program for getenv and secure_getenv; attached per libc file as libcs are found.
 pub const GETENV_PROGRAM: &str = "getenv_enter";
 /// The libc functions it attaches to (glibc and musl both export both).
@@ -144,6 +148,8 @@ pub struct Probes {
     /// Filter bits in CONFIG, kept to extend them at run time.
     kernel_config: KernelConfig,
     gates: FilterGates,
+    /// Prefix entries added at run time (below homes), with how many homes need each.
+    dynamic_prefixes: std::collections::HashMap<String, usize>,
 }
 
 /// Kernel-side cost of one program (needs `kernel.bpf_stats_enabled=1`).
@@ -452,6 +458,94 @@ impl Probes {
         Ok(())
     }
 
+    /// Watches below a home found at run time: its kernel entries (absolute prefixes) join the
+    /// prefilter, and its hash joins KNOWN_HOMES so execs with this `HOME` stay in the kernel.
+    pub fn add_home(&mut self, home: &str, entries: &[KernelEntry]) -> Result<(), ProbeError> {
+        self.known_home(home, true)?;
+        for e in entries {
+            if let KernelEntry::Prefix(p) = e {
+                let refs = self.dynamic_prefixes.entry(p.clone()).or_insert(0);
+                *refs += 1;
+                if *refs == 1 {
+                    self.insert_prefix(p, filter::MATCH_ANYWHERE)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops watching below a home that is gone.
+    pub fn remove_home(&mut self, home: &str, entries: &[KernelEntry]) -> Result<(), ProbeError> {
+        self.known_home(home, false)?;
+        for e in entries {
+            if let KernelEntry::Prefix(p) = e
+                && let Some(refs) = self.dynamic_prefixes.get_mut(p)
+            {
+                *refs -= 1;
+                if *refs == 0 {
+                    self.dynamic_prefixes.remove(p);
+                    let name = names::FILTER_PREFIX;
+                    let mut trie = self.prefix_trie()?;
+                    let key = Key::new((p.len() * 8) as u32, padded::<PREFIX_MAX>(p.as_bytes()));
+                    trie.remove(&key)
+                        .map_err(|source| ProbeError::Map { name, source })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn known_home(&mut self, home: &str, known: bool) -> Result<(), ProbeError> {
+        let name = names::KNOWN_HOMES;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap(name))?;
+        let mut homes: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        let key = keytrail_common::home_hash(home.as_bytes());
+        if known {
+            homes
+                .insert(key, 1, 0)
+                .map_err(|source| ProbeError::Map { name, source })
+        } else {
+            let _ = homes.remove(&key);
+            Ok(())
+        }
+    }
+
+    fn prefix_trie(&mut self) -> Result<LpmTrie<&mut MapData, [u8; PREFIX_MAX], u32>, ProbeError> {
+        let name = names::FILTER_PREFIX;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap(name))?;
+        LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })
+    }
+
+    /// Inserts one prefix-trie entry and opens the gates it needs.
+    fn insert_prefix(&mut self, p: &str, value: u32) -> Result<(), ProbeError> {
+        let b = p.as_bytes();
+        if b.len() < 3 || b[0] != b'/' {
+            return Ok(());
+        }
+        let name = names::FILTER_PREFIX;
+        let len = b.len().min(PREFIX_MAX);
+        let key = Key::new((len * 8) as u32, padded::<PREFIX_MAX>(b));
+        self.prefix_trie()?
+            .insert(&key, value, 0)
+            .map_err(|source| ProbeError::Map { name, source })?;
+        set_head_bit(&mut self.gates.prefix_head, b[1], b[2]);
+        let gates = self.gates;
+        set_slot(&mut self.ebpf, names::FILTER_GATES, gates)?;
+        if self.kernel_config.filters & filter::PREFIX == 0 {
+            self.kernel_config.filters |= filter::PREFIX;
+            let config = self.kernel_config;
+            set_slot(&mut self.ebpf, names::CONFIG, config)?;
+        }
+        Ok(())
+    }
+
     /// Loads the object and attaches only the empty floor programs of `family` (`open`,
     /// `exec`; `getenv` loads the empty uprobe, attached with [`Probes::attach_uprobe`]).
     pub fn load_floor(family: &str) -> Result<Self, ProbeError> {
@@ -532,6 +626,7 @@ impl Probes {
             tls_attach_failed: 0,
             kernel_config: KernelConfig::default(),
             gates: FilterGates::EMPTY,
+            dynamic_prefixes: std::collections::HashMap::new(),
         })
     }
 
@@ -720,6 +815,7 @@ pub fn env_hashes(rules: &EnvNameRules) -> (HashedList, HashedList) {
     for n in &rules.plain_names {
         *names.entry(env_name_hash(n.as_bytes())).or_default() |= env_match::NAME_PLAIN;
     }
+    *names.entry(env_name_hash(HOME_VAR.as_bytes())).or_default() |= env_match::NAME_HOME;
     (words.into_iter().collect(), names.into_iter().collect())
 }
 
@@ -742,6 +838,7 @@ pub fn env_gates(rules: &EnvNameRules, value_prefixes: &[&str]) -> EnvGates {
     {
         set_len(&mut g.name_len, n);
     }
+    set_len(&mut g.name_len, HOME_VAR);
     for p in value_prefixes {
         let b = p.as_bytes();
         match (b.first(), b.get(1)) {
@@ -979,7 +1076,7 @@ mod tests {
     fn gates_pass_every_default_entry_and_few_common_paths() {
         use keytrail_common::{bit_head, bit256};
         let config = crate::config::Config::embedded();
-        let rules = crate::watch::WatchRules::compile(&config.watch.paths, &[]).unwrap();
+        let rules = crate::watch::WatchRules::compile(&config.watch.paths).unwrap();
         let g = filter_gates(&rules.kernel);
         for e in &rules.kernel {
             let ok = match e {

@@ -90,6 +90,11 @@ pub fn stats_record(
             load(&counters.files.directory_changed),
         )
         .set("keytrail.opens.truncated", load(&counters.files.truncated))
+        .set("keytrail.homes.known", load(&counters.files.homes.known))
+        .set(
+            "keytrail.homes.refused",
+            load(&counters.files.homes.refused),
+        )
         .set("keytrail.env.malformed", load(&counters.env.malformed))
         .set(
             "keytrail.env.deduplicated",

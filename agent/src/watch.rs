@@ -1,6 +1,11 @@
-//! Watch rules: the configured path globs, expanded (`~/` = every home), matched exactly in
-//! userspace with globset, and compiled into the kernel prefilter entries (exact basename,
-//! basename prefix, path suffix, directory suffix, absolute prefix).
+//! Watch rules: the configured path globs, expanded, matched exactly in userspace with globset,
+//! and compiled into the kernel prefilter entries (exact basename, basename prefix, path
+//! suffix, directory suffix, absolute prefix).
+//!
+//! `~/` patterns: a tail that names a credential file by itself (a dot-directory and a name,
+//! `~/.aws/credentials`, `~/.ssh/id_*`, or a dot-file, `~/.pgpass`) matches under any
+//! directory, since homes are anywhere; the others (`~/.azure/**`, `~/.ssh/*`) match below
+//! /root, /home/* and every home `homes` knows, each home adding its own kernel entries.
 //!
 //! The kernel side must pass a superset of what the globs match (a miss there is a miss for
 //! good) while passing as little else as possible (every extra open costs a trip to userspace).
@@ -10,6 +15,8 @@ use std::collections::BTreeSet;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use keytrail_common::{PREFIX_MAX, SUFFIX_MAX};
 
+use crate::homes::Homes;
+
 /// Longest basename the kernel filter holds (`/name` must fit its suffix keys).
 const BASENAME_MAX: usize = SUFFIX_MAX - 1;
 
@@ -17,7 +24,7 @@ const BASENAME_MAX: usize = SUFFIX_MAX - 1;
 /// (`/proc/PID/task/TID/environ` is the same file).
 pub const PROC_ENVIRON_GLOBS: [&str; 2] = ["/proc/*/environ", "/proc/*/task/*/environ"];
 
-/// Where `~/` points: root's home and every user's home.
+/// Where a `~/` pattern that needs a home points, besides the homes found at run time.
 const HOME_ROOTS: [&str; 2] = ["/root", "/home/*"];
 
 /// One entry of the kernel prefilter.
@@ -55,8 +62,18 @@ pub struct WatchRules {
     /// The expanded globs, in the order of `set`'s indexes.
     pub globs: Vec<String>,
     set: GlobSet,
+    /// Tails of `~/` patterns that need a home (`.azure/**`), matched below every home.
+    pub home_tails: Vec<String>,
+    home_set: GlobSet,
     /// Kernel prefilter entries, deduplicated.
     pub kernel: BTreeSet<KernelEntry>,
+}
+
+/// What a configured pattern expands to.
+struct Expansion {
+    globs: Vec<String>,
+    /// For a `~/` pattern that needs a home: its tail.
+    home_tail: Option<String>,
 }
 
 /// Why a pattern was refused; the config layer adds the field name.
@@ -64,45 +81,79 @@ pub type PatternError = String;
 
 /// Checks one configured pattern without compiling the whole list.
 pub fn check_pattern(pattern: &str) -> Result<(), PatternError> {
-    for glob in expand_home(pattern)? {
-        compile_glob(&glob)?;
-        kernel_entries(&glob)?;
+    let expansion = expand_home(pattern)?;
+    for glob in &expansion.globs {
+        compile_glob(glob)?;
+        kernel_entries(glob)?;
+    }
+    if let Some(tail) = &expansion.home_tail {
+        compile_glob(tail)?;
     }
     Ok(())
 }
 
 impl WatchRules {
-    /// Compiles the configured patterns. `homes` lists the home directories present on the
-    /// host (`/home/alice`), used where a `/home/*` pattern is too broad for the kernel filter.
-    pub fn compile(patterns: &[String], homes: &[String]) -> Result<Self, PatternError> {
+    /// Compiles the configured patterns.
+    pub fn compile(patterns: &[String]) -> Result<Self, PatternError> {
         let mut globs = Vec::new();
         let mut builder = GlobSetBuilder::new();
+        let mut home_tails = Vec::new();
+        let mut home_builder = GlobSetBuilder::new();
         let mut kernel = BTreeSet::new();
         let builtin = PROC_ENVIRON_GLOBS.map(str::to_string);
         for pattern in builtin.iter().chain(patterns) {
-            for glob in expand_home(pattern)? {
+            let expansion = expand_home(pattern)?;
+            for glob in expansion.globs {
                 builder.add(compile_glob(&glob)?);
                 let entries = kernel_entries(&glob)?;
-                let broad = entries.iter().any(KernelEntry::is_broad);
-                if broad && glob.starts_with("/home/*/") {
-                    // e.g. ~/.azure/**: no selective tail; watch the homes that exist instead.
-                    for home in homes {
-                        let concrete = format!("{home}/{}", &glob["/home/*/".len()..]);
-                        kernel.extend(kernel_entries(&concrete)?);
-                    }
-                } else {
+                // `/home/*/.azure/**` has no selective tail: each home adds its own entries.
+                if !(glob.starts_with("/home/*/") && entries.iter().any(KernelEntry::is_broad)) {
                     kernel.extend(entries);
                 }
                 globs.push(glob);
             }
+            if let Some(tail) = expansion.home_tail {
+                home_builder.add(compile_glob(&tail)?);
+                home_tails.push(tail);
+            }
         }
         let set = builder.build().map_err(|e| e.to_string())?;
-        Ok(Self { globs, set, kernel })
+        let home_set = home_builder.build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            globs,
+            set,
+            home_tails,
+            home_set,
+            kernel,
+        })
     }
 
     /// True when the absolute path matches a watch glob.
     pub fn matches(&self, path: &str) -> bool {
         self.set.is_match(path)
+    }
+
+    /// True when the path lies below a known home and matches a home tail there.
+    pub fn matches_in_homes(&self, path: &str, homes: &Homes) -> bool {
+        !self.home_tails.is_empty()
+            && homes
+                .splits(path)
+                .any(|(_, rel)| self.home_set.is_match(rel))
+    }
+
+    /// The kernel entries that pass what the home tails match below `home`, besides those
+    /// the static list has.
+    pub fn home_entries(&self, home: &str) -> Vec<KernelEntry> {
+        let mut out: Vec<KernelEntry> = self
+            .home_tails
+            .iter()
+            .filter_map(|tail| kernel_entries(&format!("{home}/{tail}")).ok())
+            .flatten()
+            .filter(|e| !e.is_broad() && !self.kernel.contains(e))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -119,11 +170,35 @@ pub fn host_homes() -> Vec<String> {
     homes
 }
 
-fn expand_home(pattern: &str) -> Result<Vec<String>, PatternError> {
+/// A `~/` tail that names a credential file by itself: its first component is a dot-name,
+/// no component but the last has a wildcard, no `**`, and the last is literal or starts with
+/// a literal (`id_*`); a lone component must be literal (`.pgpass`).
+fn is_distinctive_tail(tail: &str) -> bool {
+    let comps: Vec<&str> = tail.split('/').collect();
+    let (first, last) = (comps[0], comps[comps.len() - 1]);
+    let dot_name = first.len() > 1 && first.starts_with('.') && first != "..";
+    let literal_dirs = comps[..comps.len() - 1].iter().all(|c| is_literal(c));
+    let named = is_literal(last) || (comps.len() >= 2 && literal_head_of(last).is_some());
+    dot_name && literal_dirs && named && !comps.contains(&"**") && !last.is_empty()
+}
+
+fn expand_home(pattern: &str) -> Result<Expansion, PatternError> {
     if let Some(rest) = pattern.strip_prefix("~/") {
-        Ok(HOME_ROOTS.iter().map(|h| format!("{h}/{rest}")).collect())
+        if is_distinctive_tail(rest) {
+            return Ok(Expansion {
+                globs: vec![format!("**/{rest}")],
+                home_tail: None,
+            });
+        }
+        Ok(Expansion {
+            globs: HOME_ROOTS.iter().map(|h| format!("{h}/{rest}")).collect(),
+            home_tail: Some(rest.to_string()),
+        })
     } else if pattern.starts_with('/') || pattern.starts_with("**/") {
-        Ok(vec![pattern.to_string()])
+        Ok(Expansion {
+            globs: vec![pattern.to_string()],
+            home_tail: None,
+        })
     } else {
         Err(format!(
             "`{pattern}` must be absolute, or start with `~/` or `**/`"
@@ -194,6 +269,12 @@ pub fn kernel_entries(glob: &str) -> Result<Vec<KernelEntry>, PatternError> {
                     .map_or(0, |i| i + 1);
                 let dir_tail = comps[start..comps.len() - 1].join("/");
                 push_dir_suffix(&mut out, &format!("/{dir_tail}/"))?;
+            } else if comps.len() >= 2
+                && is_literal(comps[comps.len() - 2])
+                && comps[comps.len() - 2].starts_with('.')
+            {
+                // `<wild>/.ssh/id_*`: the dot-directory is more selective than the name.
+                push_dir_suffix(&mut out, &format!("/{}/", comps[comps.len() - 2]))?;
             } else if let Some(ext) = literal_tail_of(last) {
                 push_suffix(&mut out, ext)?;
             } else if let Some(head) = literal_head_of(last) {
@@ -338,18 +419,55 @@ mod tests {
     }
 
     #[test]
-    fn broad_home_patterns_fall_back_to_existing_homes() {
-        let rules = WatchRules::compile(&["~/.azure/**".to_string()], &["/home/alice".to_string()])
-            .unwrap();
+    fn broad_home_patterns_watch_each_home() {
+        let rules = WatchRules::compile(&["~/.azure/**".to_string()]).unwrap();
         assert!(rules.kernel.contains(&Prefix("/root/.azure/".into())));
-        assert!(rules.kernel.contains(&Prefix("/home/alice/.azure/".into())));
         assert!(!rules.kernel.iter().any(|e| e.is_broad()));
+        assert_eq!(
+            rules.home_entries("/var/lib/jenkins"),
+            [Prefix("/var/lib/jenkins/.azure/".into())]
+        );
+        let c = crate::homes::HomeCounters::default();
+        let mut homes = Homes::new();
+        homes.add_env(1, "/var/lib/jenkins", &c);
+        assert!(rules.matches_in_homes("/var/lib/jenkins/.azure/a/b.json", &homes));
+        assert!(!rules.matches_in_homes("/var/lib/other/.azure/a.json", &homes));
+        assert!(!rules.matches("/var/lib/jenkins/.azure/a/b.json"));
+    }
+
+    #[test]
+    fn distinctive_home_tails_match_anywhere() {
+        let rules = WatchRules::compile(&[
+            "~/.aws/credentials".to_string(),
+            "~/.pgpass".to_string(),
+            "~/.ssh/id_*".to_string(),
+            "~/.ssh/*".to_string(),
+        ])
+        .unwrap();
+        for yes in [
+            "/var/lib/jenkins/.aws/credentials",
+            "/opt/app/.pgpass",
+            "/tmp/job-7/.ssh/id_ed25519",
+            "/root/.ssh/known_hosts",
+        ] {
+            assert!(rules.matches(yes), "{yes}");
+        }
+        for no in ["/opt/app/.ssh/known_hosts", "/opt/app/pgpass"] {
+            assert!(!rules.matches(no), "{no}");
+        }
+        assert_eq!(rules.home_tails, [".ssh/*"]);
+        assert!(rules.kernel.contains(&Suffix("/.aws/credentials".into())));
+        assert!(rules.kernel.contains(&DirSuffix("/.ssh/".into())));
+        assert!(!is_distinctive_tail(".azure/**"));
+        assert!(!is_distinctive_tail(".config/gcloud/**/*.json"));
+        assert!(!is_distinctive_tail("plain/file"));
+        assert!(is_distinctive_tail(".vault-token"));
     }
 
     #[test]
     fn default_list_compiles_to_selective_entries() {
         let config = crate::config::Config::embedded();
-        let rules = WatchRules::compile(&config.watch.paths, &[]).unwrap();
+        let rules = WatchRules::compile(&config.watch.paths).unwrap();
         let broad: Vec<_> = rules.kernel.iter().filter(|e| e.is_broad()).collect();
         // Extensions such as .pem are broad by length but are what the user asked for.
         assert!(
@@ -363,7 +481,7 @@ mod tests {
     #[test]
     fn glob_match_is_exact() {
         let config = crate::config::Config::embedded();
-        let rules = WatchRules::compile(&config.watch.paths, &[]).unwrap();
+        let rules = WatchRules::compile(&config.watch.paths).unwrap();
         for yes in [
             "/root/.aws/credentials",
             "/home/alice/.aws/credentials",
@@ -394,7 +512,10 @@ mod tests {
     #[test]
     fn kernel_entries_cover_glob_matches() {
         let config = crate::config::Config::embedded();
-        let rules = WatchRules::compile(&config.watch.paths, &["/home/alice".into()]).unwrap();
+        let rules = WatchRules::compile(&config.watch.paths).unwrap();
+        let mut kernel = rules.kernel.clone();
+        kernel.extend(rules.home_entries("/home/alice"));
+        kernel.extend(rules.home_entries("/var/lib/jenkins"));
         for path in [
             "/root/.aws/credentials",
             "/home/alice/.aws/credentials",
@@ -406,15 +527,20 @@ mod tests {
             "/srv/app/.env.production",
             "/home/alice/.config/gcloud/application_default_credentials.json",
             "/root/.config/gcloud/legacy_credentials/a/adc.json",
+            "/var/lib/jenkins/.azure/azureProfile.json",
+            "/var/lib/jenkins/.config/gcloud/application_default_credentials.json",
+            "/var/lib/postgresql/.pgpass",
+            "/opt/app/.kube/config",
+            "/srv/ci/job-1/.ssh/id_rsa",
         ] {
-            assert!(rules.matches(path), "{path}");
-            assert!(model_kernel_filter(&rules.kernel, path), "{path}");
+            assert!(
+                rules.matches(path) || path.starts_with("/var/lib/jenkins/"),
+                "{path}"
+            );
+            assert!(model_kernel_filter(&kernel, path), "{path}");
         }
-        assert!(!model_kernel_filter(&rules.kernel, "/usr/lib/libc.so.6"));
-        assert!(!model_kernel_filter(
-            &rules.kernel,
-            "/home/alice/src/.git/config"
-        ));
+        assert!(!model_kernel_filter(&kernel, "/usr/lib/libc.so.6"));
+        assert!(!model_kernel_filter(&kernel, "/home/alice/src/.git/config"));
     }
 
     /// Userspace model of ebpf/src/probes/files.rs `prefilter`.

@@ -312,7 +312,7 @@ pub mod env_match {
     /// `ENV_NAMES` value bit: never secret-like, whatever its words (PWD).
     pub const NAME_PLAIN: u32 = 1 << 8;
     /// `ENV_NAMES` value bit: the home directory (`HOME`). Its value leaves the kernel only
-    /// when its [`path_hash`](super::path_hash) is not in `KNOWN_HOMES`: a home is news once.
+    /// when its [`home_hash`](super::home_hash) is not in `KNOWN_HOMES`: a home is news once.
     pub const NAME_HOME: u32 = 1 << 9;
     /// Event `matched` bits besides the above: secret-like by its words; `*_FILE` with a
     /// secret-like stem; the value has a known credential prefix.
@@ -372,12 +372,25 @@ pub const fn env_name_hash(name: &[u8]) -> u32 {
     whole
 }
 
-/// FNV-1a over the exact bytes of a path (no case folding): the key of `KNOWN_HOMES`.
+/// FNV-1a over the exact bytes of a path (no case folding).
 pub const fn path_hash(bytes: &[u8]) -> u32 {
     let mut h = ENV_HASH_INIT;
     let mut i = 0;
     while i < bytes.len() {
         h = path_hash_step(h, bytes[i]);
+        i += 1;
+    }
+    h
+}
+
+/// The `KNOWN_HOMES` key of a home directory: [`path_hash`] of as much of it as the kernel sees
+/// of `HOME=value` in its window.
+pub const fn home_hash(home: &[u8]) -> u32 {
+    let max = ENV_WINDOW - 1 - b"HOME=".len();
+    let mut h = ENV_HASH_INIT;
+    let mut i = 0;
+    while i < home.len() && i < max {
+        h = path_hash_step(h, home[i]);
         i += 1;
     }
     h

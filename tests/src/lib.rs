@@ -581,6 +581,20 @@ impl Drop for Agent {
     }
 }
 
+/// Repeats `attempt` (every 50 ms) until it returns something; panics after TIMEOUT. For
+/// effects that land a moment after what the test can observe (a kernel filter entry added
+/// after the record that taught it).
+pub fn retry_until<T>(what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = attempt() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Parses a JSON lines file; every line must be a JSON object.
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -20,7 +20,7 @@ use aya_ebpf::{
 use keytrail_common::{
     ENV_CAP, ENV_HASH_INIT, ENV_NAME_MAX, ENV_VALUE_PREFIX_MAX, ENV_WINDOW, EnvGates, EnvSource,
     EnvVar, EventKind, MAX_ENV_ENTRIES, ProbeId, bit_head, env_fold, env_hash, env_match,
-    event_flags, len_gate,
+    event_flags, len_gate, path_hash_step,
 };
 
 use super::{
@@ -32,6 +32,8 @@ use super::{
 const MAX_ENV_RULES: u32 = 1024;
 /// (process, name) pairs remembered for getenv de-duplication.
 const MAX_GETENV_SEEN: u32 = 16384;
+/// Home directories the agent already knows.
+const MAX_KNOWN_HOMES: u32 = 8192;
 
 /// Word hash -> `env_match::WORD_*` bits.
 #[map]
@@ -50,6 +52,11 @@ static ENV_VALUE_PREFIX: LpmTrie<[u8; ENV_VALUE_PREFIX_MAX], u32> =
 #[map]
 static ENV_GATES: Array<EnvGates> = Array::with_max_entries(1, 0);
 
+/// `home_hash` of each home directory the agent knows: an exec's `HOME` leaves the kernel only
+/// when it is not here, so a home costs one record when first seen, not one per exec.
+#[map]
+static KNOWN_HOMES: HashMap<u32, u8> = HashMap::with_max_entries(MAX_KNOWN_HOMES, 0);
+
 /// `(tgid << 32) | name hash` -> getenv calls seen. The agent removes a process's keys when it
 /// exits, so a reused pid starts afresh.
 #[map]
@@ -62,9 +69,11 @@ struct EnvScratch {
     window: [u8; ENV_WINDOW],
     /// Bytes read into `window`, including the NUL.
     read: u64,
-    /// Where the name ends ('=' or NUL), and the running hash of the name.
+    /// Where the name ends ('=' or NUL), the running hash of the name, and its ENV_NAMES
+    /// bits.
     name_len: u64,
     name_hash: u64,
+    name_flags: u64,
     /// Where the current word starts (its hash stays in a register).
     word_start: u64,
     /// Word flags seen, and the flags of the last word.
@@ -197,6 +206,12 @@ fn match_exec_var(walk: &EnvWalk, ptr: *const u8) -> ProbeResult {
     let name_len = load(&s.name_len) as usize;
     if name_len >= ENV_NAME_MAX {
         return Ok(());
+    }
+    if load(&s.name_flags) as u32 & env_match::NAME_HOME != 0 {
+        if home_is_known(s, name_len + 1) {
+            return Ok(());
+        }
+        return emit_exec_var(walk, ptr, env_match::NAME_HOME, name_len as u32);
     }
     if matched == 0 {
         matched = match_value_head(s, gates, name_len + 1);
@@ -353,6 +368,7 @@ fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
         }
     }
     store(&mut s.name_hash, whole as u64);
+    store(&mut s.name_flags, 0);
     let name_len = load(&s.name_len) as usize;
     if name_len == 0 || name_len >= ENV_NAME_MAX {
         return 0;
@@ -364,6 +380,7 @@ fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
     if len_gate(&gates.name_len, s.window[0] | 0x20, name_len)
         && let Some(&f) = unsafe { ENV_NAMES.get(whole) }
     {
+        store(&mut s.name_flags, f as u64);
         if f & env_match::NAME_PLAIN != 0 {
             return 0;
         }
@@ -379,6 +396,24 @@ fn scan_name(s: &mut EnvScratch, gates: &EnvGates, end: u8) -> u32 {
         }
     }
     matched
+}
+
+/// Whether the value in the window from byte `start` (`HOME=` ends there) hashes to a home in
+/// KNOWN_HOMES. A value cut by the window hashes as far as it goes, as `home_hash` does.
+#[inline(always)]
+fn home_is_known(s: &EnvScratch, start: usize) -> bool {
+    let read = load(&s.read) as usize;
+    let mut h = ENV_HASH_INIT;
+    for i in 0..ENV_WINDOW {
+        let at = start + i;
+        // `read` counts the NUL.
+        if at + 1 >= read || at >= ENV_WINDOW {
+            break;
+        }
+        h = path_hash_step(h, s.window[at]);
+    }
+    // SAFETY: the value is a plain u8 read before any update of the map.
+    unsafe { KNOWN_HOMES.get(h) }.is_some()
 }
 
 /// The `env_match::WORD_*` bits of the word of `len` bytes at `start`.

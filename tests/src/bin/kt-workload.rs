@@ -18,7 +18,10 @@
 //!   open-hold PATH         open(2) PATH and keep it open; answers the fd
 //!   open-chdir PATH DIR    open(2) PATH (relative to the cwd), close it, chdir to DIR at once
 //!   link TARGET LINK       create the hard link LINK -> TARGET
-//!   bind SRC DST           bind-mount SRC on DST (DST is created)
+//!   bind SRC DST           bind-mount SRC on DST (DST is created: a directory, or a file
+//!                          when SRC is one)
+//!   exec-run PROG ARGS...  run PROG (a fork and an exec, in this process's namespaces and
+//!                          cgroup) to completion; answers its pid
 //!   exit
 
 use std::{
@@ -172,7 +175,13 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
         }
         "bind" => {
             let (src, dst) = (cstr(arg(0)?)?, arg(1)?);
-            std::fs::create_dir_all(dst).map_err(|e| e.to_string())?;
+            if std::path::Path::new(arg(0)?).is_file() {
+                if !std::path::Path::new(dst).exists() {
+                    std::fs::write(dst, b"").map_err(|e| e.to_string())?;
+                }
+            } else {
+                std::fs::create_dir_all(dst).map_err(|e| e.to_string())?;
+            }
             let dst = cstr(dst)?;
             check(
                 unsafe {
@@ -187,6 +196,18 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
                 "bind mount",
             )?;
             Ok(String::new())
+        }
+        "exec-run" => {
+            let mut child = std::process::Command::new(arg(0)?)
+                .args(&args[1..])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            let pid = child.id();
+            child.wait().map_err(|e| e.to_string())?;
+            Ok(pid.to_string())
         }
         "chdir" => std::env::set_current_dir(arg(0)?)
             .map(|_| String::new())
