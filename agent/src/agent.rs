@@ -107,6 +107,9 @@ enum ProbeRequest {
     ForgetGetenv(Vec<u64>),
     /// Add a path named by an environment variable to the kernel prefilter.
     WatchPath(String),
+    /// Check every open against a file found to hold credentials (inode, device), after
+    /// emptying the kernel's set when `reset`.
+    KnowFile { ino: u64, dev: u64, reset: bool },
     /// Watch below homes found at run time, and stop watching below those gone.
     Homes {
         add: Vec<HomeEntries>,
@@ -126,6 +129,11 @@ impl ProbeRequest {
                 }
             }
             ProbeRequest::Homes { add, remove } => watch_homes(probes, &add, &remove),
+            ProbeRequest::KnowFile { ino, dev, reset } => {
+                if let Err(error) = probes.know_file(ino, dev, reset) {
+                    tracing::warn!(%error, "could not add a credential file to the kernel's known files");
+                }
+            }
         }
     }
 }
@@ -268,6 +276,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     watch_homes(&mut probes, &homes, &[]);
     if let Some(ns) = crate::rootfs::mount_ns(1) {
         files.first_look_at(ns);
+        let trees = files.watched_trees();
+        for (ino, dev) in inspector.seed_known(1, ns, &trees, SystemTime::now()) {
+            if let Err(error) = probes.know_file(ino, dev, false) {
+                tracing::warn!(%error, "could not add a credential file to the kernel's known files");
+            }
+        }
     }
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
     let pipeline = Pipeline {
@@ -474,9 +488,10 @@ impl Pipeline {
         records
     }
 
-    /// Homes from an exec: the passwd of a mount namespace seen for the first time, and the
-    /// process's `HOME` when the kernel sent it.
-    fn learn_homes(
+    /// What an exec teaches: for a mount namespace seen for the first time, the homes of its
+    /// passwd and the credential files of its watched trees (known by identity from then on);
+    /// the process's `HOME` when the kernel sent it.
+    fn learn_from_exec(
         &mut self,
         h: &EventHeader,
         mnt_ns: Option<u64>,
@@ -486,12 +501,24 @@ impl Pipeline {
         let mut add = Vec::new();
         if let Some(ns) = mnt_ns
             && self.files.first_look_at(ns)
-            && let Ok(passwd) = self
+        {
+            if let Ok(passwd) = self
                 .inspector
                 .read_workload_file(h.pid, ns, PASSWD, PASSWD_CAP)
-        {
-            let homes = crate::homes::passwd_homes(&String::from_utf8_lossy(&passwd));
-            add.extend(self.files.add_system_homes(homes, &counters.files));
+            {
+                let homes = crate::homes::passwd_homes(&String::from_utf8_lossy(&passwd));
+                add.extend(self.files.add_system_homes(homes, &counters.files));
+            }
+            let trees = self.files.watched_trees();
+            for (ino, dev) in self
+                .inspector
+                .seed_known(h.pid, ns, &trees, SystemTime::now())
+            {
+                let reset = false;
+                let _ = self
+                    .probe_tx
+                    .send(ProbeRequest::KnowFile { ino, dev, reset });
+            }
         }
         if let Some(home) = home {
             add.extend(self.files.add_env_home(h.cgroup_id, home, &counters.files));
@@ -534,7 +561,7 @@ impl Pipeline {
                     .env
                     .on_exec(e, &who, time, &mut self.first_seen, &counters.env);
                 self.watch_named_files(outcome.named_files);
-                self.learn_homes(h, mnt_ns, outcome.home.as_deref(), counters);
+                self.learn_from_exec(h, mnt_ns, outcome.home.as_deref(), counters);
                 outcome.records
             }
             KernelEvent::CgroupChange(e) => {
@@ -633,6 +660,11 @@ impl Pipeline {
                 });
                 if let Some(Err(e)) = inspection.as_ref().map(|i| &i.content) {
                     counters.files.count_unreadable(e);
+                }
+                if let (Some((ino, dev)), reset) = self.inspector.take_known() {
+                    let _ = self
+                        .probe_tx
+                        .send(ProbeRequest::KnowFile { ino, dev, reset });
                 }
                 access_records(
                     access.record,

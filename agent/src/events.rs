@@ -221,7 +221,7 @@ mod tests {
             base_dev: 0,
             file_dev: 0,
             matched: 4,
-            _reserved: 0,
+            pid_ns: 0,
             path_len: 5,
             path,
         };

@@ -10,7 +10,7 @@ use std::{
 };
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use keytrail_common::{EventHeader, FileOpen, OpenSyscall};
+use keytrail_common::{EventHeader, FileOpen, OpenSyscall, filter};
 
 use crate::{
     credential::{Credential, Lifetime},
@@ -156,6 +156,11 @@ impl FileAccess {
             .map(|h| self.with_entries(h))
     }
 
+    /// Directories whose whole tree is watched (see [`WatchRules::watched_trees`]).
+    pub fn watched_trees(&self) -> Vec<String> {
+        self.rules.watched_trees()
+    }
+
     /// True when mount namespace `ns` has not been looked at for homes yet.
     pub fn first_look_at(&mut self, ns: u64) -> bool {
         self.homes.first_look_at(ns)
@@ -187,9 +192,11 @@ impl FileAccess {
     ) -> Option<OpenAccess> {
         let pid = ev.header.pid;
         let raw = text(&ev.path, ev.path_len);
-        let opened = openpath::resolve(ev, &raw, || same_pid_namespace(pid));
+        let opened = openpath::resolve(ev, &raw, || same_pid_namespace(pid, ev.pid_ns));
         let path = opened.path.clone();
         let resolved = opened.is_resolved();
+        // A file known to hold credentials is reported under whatever name it was opened.
+        let by_identity = ev.matched & filter::IDENTITY != 0;
         let env_hint = self
             .env_paths
             .get(&(ev.header.cgroup_id, path.clone()))
@@ -197,6 +204,7 @@ impl FileAccess {
         // A resolved path gets the exact match; one that could not be resolved passed the
         // kernel's filter and is reported as it was captured.
         if resolved
+            && !by_identity
             && env_hint.is_none()
             && !self.rules.matches(&path)
             && !self.rules.matches_in_homes(&path, &self.homes)
@@ -211,7 +219,9 @@ impl FileAccess {
                     counters.directory_changed.fetch_add(1, Ordering::Relaxed)
                 }
                 Unresolved::Truncated => counters.truncated.fetch_add(1, Ordering::Relaxed),
-                Unresolved::ProcessGone | Unresolved::ForeignPid => 0,
+                Unresolved::ProcessGone | Unresolved::ForeignPid | Unresolved::DescriptorClosed => {
+                    0
+                }
             };
         }
         if !self.cgroups.allows(who.cgroup_path) {
@@ -249,6 +259,9 @@ impl FileAccess {
             r.set("keytrail.file.path_truncated", true);
         }
         r.set_opt("keytrail.file.opened_as", opened.opened_as.clone());
+        if by_identity {
+            r.set("keytrail.file.matched_by", "identity");
+        }
         r.set(
             "keytrail.file.open.outcome",
             if ok { "ok" } else { "failed" },
@@ -262,7 +275,8 @@ impl FileAccess {
         let environ_of = environ.and_then(|t| set_target(&mut r, pid, t));
         Some(OpenAccess {
             record: r,
-            readable: ok && resolved && environ.is_none(),
+            readable: ok && (resolved || by_identity) && environ.is_none(),
+            known_file: by_identity.then_some((ev.file_ino, openpath::user_dev(ev.file_dev))),
             environ_of: if ok { environ_of } else { None },
             env_hint,
             mnt_ns: u64::from(ev.mnt_ns),
@@ -310,6 +324,8 @@ pub struct OpenAccess {
     pub root_pid: Option<u32>,
     /// Read through the opener's descriptor: (fd, inode, device).
     pub descriptor: Option<(i32, u64, u64)>,
+    /// Opened by identity: the (inode, device) of the known credential file.
+    pub known_file: Option<(u64, u64)>,
 }
 
 impl OpenAccess {
@@ -321,6 +337,7 @@ impl OpenAccess {
             cgroup_path,
             root_pid: self.root_pid,
             descriptor: self.descriptor,
+            known_file: self.known_file,
         }
     }
 }
@@ -538,9 +555,14 @@ pub fn set_process(r: &mut Record, header: &EventHeader, who: &Opener<'_>) {
     crate::k8s::enrich(r, identity.as_deref());
 }
 
-/// Whether process `pid` names pids as the agent does (its pid namespace is the agent's).
-fn same_pid_namespace(pid: u32) -> bool {
-    pid_namespace(pid).is_some() && pid_namespace(pid) == agent_pid_namespace()
+/// Whether process `pid` names pids as the agent does (its pid namespace is the agent's): as
+/// the kernel recorded it at the open (`pid_ns`), else as procfs says while it lives.
+fn same_pid_namespace(pid: u32, pid_ns: u32) -> bool {
+    let theirs = match pid_ns {
+        0 => pid_namespace(pid),
+        ns => Some(u64::from(ns)),
+    };
+    theirs.is_some() && theirs == agent_pid_namespace()
 }
 
 fn syscall_name(id: u32) -> &'static str {

@@ -69,6 +69,9 @@ pub struct Reader<'a> {
     /// Read through this descriptor of the opener, which must hold the file of this
     /// identity (inode, device as stat(2) reports it).
     pub descriptor: Option<(i32, u64, u64)>,
+    /// The open was reported because it returned this known credential file (inode,
+    /// device): what it held is known even when the descriptor is gone.
+    pub known_file: Option<(u64, u64)>,
 }
 
 pub struct Inspector {
@@ -77,7 +80,18 @@ pub struct Inspector {
     max_file_bytes: u64,
     cgroup_mount: Option<PathBuf>,
     cache: HashMap<FileIdentity, Arc<Content>>,
+    /// Files found to hold credentials, by (inode, device): what the kernel checks every open
+    /// against (KNOWN_FILES), and what such an open held.
+    known: HashMap<(u64, u64), Arc<Content>>,
+    newly_known: Option<(u64, u64)>,
+    known_reset: bool,
 }
+
+/// Known credential files at most (the kernel map's size).
+pub const MAX_KNOWN_FILES: usize = 4096;
+/// Files classified, and directory levels walked, when a namespace's watched trees are seeded.
+pub const SEED_MAX_FILES: usize = 64;
+pub const SEED_MAX_DEPTH: u32 = 6;
 
 impl Inspector {
     pub fn new(classifier: Classifier, max_file_bytes: u64, cgroup_mount: Option<PathBuf>) -> Self {
@@ -87,6 +101,9 @@ impl Inspector {
             max_file_bytes,
             cgroup_mount,
             cache: HashMap::new(),
+            known: HashMap::new(),
+            newly_known: None,
+            known_reset: false,
         }
     }
 
@@ -116,8 +133,10 @@ impl Inspector {
         let (file, identity, via) = if let Some((fd, ino, dev)) = reader.descriptor {
             match rootfs::open_descriptor(reader.pid, fd, ino, dev) {
                 Ok((file, identity)) => (file, identity, ReadVia::Descriptor),
-                Err(e) => return failed(e, Some(ReadVia::Descriptor)),
+                Err(e) => return self.known_or(reader, e),
             }
+        } else if reader.known_file.is_some() {
+            return self.known_or(reader, ReadError::NoRoot);
         } else {
             let cgroup_dir = match (&self.cgroup_mount, reader.cgroup_path) {
                 (Some(m), Some(p)) if reader.root_pid.is_none() => {
@@ -170,11 +189,102 @@ impl Inspector {
             self.cache.clear();
         }
         self.cache.insert(identity, Arc::clone(&content));
+        if matches!(*content, Content::Credentials(_)) {
+            self.newly_known = Some((identity.ino, identity.dev));
+            if self.known.len() >= MAX_KNOWN_FILES {
+                self.known.clear();
+                self.known_reset = true;
+            }
+            self.known
+                .insert((identity.ino, identity.dev), Arc::clone(&content));
+        }
         Inspection {
             content: Ok(content),
             identity: Some(identity),
             via: Some(via),
         }
+    }
+
+    /// What a known credential file held, for an open by identity whose descriptor could not
+    /// be read; else the read error.
+    fn known_or(&self, reader: &Reader<'_>, e: ReadError) -> Inspection {
+        match reader.known_file.and_then(|k| self.known.get(&k)) {
+            Some(content) => Inspection {
+                content: Ok(Arc::clone(content)),
+                identity: None,
+                via: Some(ReadVia::Descriptor),
+            },
+            None => failed(e, Some(ReadVia::Descriptor)),
+        }
+    }
+
+    /// A credential file classified by the last inspection, to be added to the kernel's
+    /// KNOWN_FILES (inode, device); and whether the known set was reset since last asked
+    /// (the kernel's copy must be emptied too).
+    pub fn take_known(&mut self) -> (Option<(u64, u64)>, bool) {
+        (
+            self.newly_known.take(),
+            std::mem::take(&mut self.known_reset),
+        )
+    }
+
+    /// Walks directories of a workload's watched trees (`/var/run/secrets/`, a Secret volume's
+    /// mount point) as process `pid` of mount namespace `mnt_ns` sees them, classifies the
+    /// regular files found (bounded: [`SEED_MAX_FILES`] files, [`SEED_MAX_DEPTH`] levels), and
+    /// returns the (inode, device) of those holding credentials, now known: an open of one
+    /// by any other name, before or after, is then caught by identity.
+    pub fn seed_known(
+        &mut self,
+        pid: u32,
+        mnt_ns: u64,
+        dirs: &[String],
+        now: SystemTime,
+    ) -> Vec<(u64, u64)> {
+        let Ok((root, _)) = self.roots.root_for(pid, mnt_ns, None) else {
+            return Vec::new();
+        };
+        let mut files = Vec::new();
+        let mut pending: Vec<(String, u32)> = dirs.iter().map(|d| (d.clone(), 0)).collect();
+        while let Some((dir, depth)) = pending.pop() {
+            let Ok(names) = rootfs::list_dir_in_root(&root, &dir, SEED_MAX_FILES) else {
+                continue;
+            };
+            for name in names {
+                let path = format!("{}/{name}", dir.trim_end_matches('/'));
+                match rootfs::open_in_root(&root, &path) {
+                    Ok((file, identity)) => files.push((path, file, identity)),
+                    Err(ReadError::NotRegular) if depth < SEED_MAX_DEPTH => {
+                        pending.push((path, depth + 1))
+                    }
+                    Err(_) => {}
+                }
+                if files.len() >= SEED_MAX_FILES {
+                    pending.clear();
+                    break;
+                }
+            }
+        }
+        let mut known = Vec::new();
+        for (path, file, identity) in files {
+            let key = (identity.ino, identity.dev);
+            if self.known.contains_key(&key) || known.contains(&key) {
+                continue;
+            }
+            let Ok(bytes) = rootfs::read_capped(file, &identity, self.max_file_bytes) else {
+                continue;
+            };
+            let content = self.classify(&bytes, &path, None, now);
+            if matches!(content, Content::Credentials(_)) && self.known.len() < MAX_KNOWN_FILES {
+                let content = Arc::new(content);
+                if self.cache.len() >= MAX_CACHED {
+                    self.cache.clear();
+                }
+                self.cache.insert(identity, Arc::clone(&content));
+                self.known.insert(key, content);
+                known.push(key);
+            }
+        }
+        known
     }
 
     /// Reads a small file of a workload's own (its /etc/passwd), as process `pid` of mount
@@ -371,6 +481,7 @@ mod tests {
             cgroup_path: None,
             root_pid: None,
             descriptor: None,
+            known_file: None,
         };
         let got = inspector.inspect(&reader, path.to_str().unwrap(), None, SystemTime::now());
         let Ok(content) = got.content else {

@@ -95,6 +95,28 @@ pub fn resolve_from(btf: &Btf) -> Resolved {
             .missing
             .push("file identity (inode.i_ino, inode.i_sb->s_dev)"),
     }
+    match (
+        field("task_struct", &["thread_pid"]),
+        field("pid", &["level"]),
+        field("pid", &["numbers"]),
+        field("upid", &["ns"]),
+        btf.struct_size("upid"),
+        field("pid_namespace", &["ns", "inum"]),
+    ) {
+        (Some(a), Some(b), Some(c), Some(d), Some(size), Some(f)) => {
+            (
+                o.task_thread_pid,
+                o.pid_level,
+                o.pid_numbers_ns,
+                o.upid_size,
+                o.pid_ns_inum,
+            ) = (a, b, c + d, size, f);
+            o.valid |= offsets_valid::PID_NS;
+        }
+        _ => r
+            .missing
+            .push("pid namespace (task_struct.thread_pid->numbers[level].ns->ns.inum)"),
+    }
     r
 }
 
@@ -255,6 +277,12 @@ impl Btf {
         Ok(btf)
     }
 
+    /// The size in bytes of struct `name`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        let t = self.types.get(*self.structs.get(name)? as usize)?;
+        Some(t.refers_to)
+    }
+
     fn string(&self, offset: u32) -> Option<&str> {
         let rest = self.strings.get(offset as usize..)?;
         let end = rest.iter().position(|&b| b == 0)?;
@@ -330,7 +358,9 @@ mod tests {
                 | offsets_valid::CWD
                 | offsets_valid::FILES
                 | offsets_valid::INODE
+                | offsets_valid::PID_NS
         );
+        assert_eq!(o.upid_size, 16, "{o:?}");
         // Pointers are 8-byte aligned.
         for off in [
             o.task_nsproxy,

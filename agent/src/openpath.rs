@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::MetadataExt as _;
 
-use keytrail_common::{FileOpen, event_flags};
+use keytrail_common::{FileOpen, event_flags, filter};
 
 const AT_FDCWD: i32 = -100;
 
@@ -22,6 +22,9 @@ pub enum Unresolved {
     Truncated,
     /// A /proc/PID path of another pid namespace.
     ForeignPid,
+    /// A known credential file opened by another name, whose descriptor was closed before its
+    /// path could be read.
+    DescriptorClosed,
 }
 
 impl Unresolved {
@@ -31,6 +34,7 @@ impl Unresolved {
             Unresolved::BaseChanged => "directory_changed",
             Unresolved::Truncated => "path_truncated",
             Unresolved::ForeignPid => "foreign_pid_namespace",
+            Unresolved::DescriptorClosed => "descriptor_closed",
         }
     }
 }
@@ -85,6 +89,16 @@ impl OpenPath {
 pub fn resolve(ev: &FileOpen, raw: &str, same_pid_namespace: impl Fn() -> bool) -> OpenPath {
     let pid = ev.header.pid;
     let descriptor = || descriptor_path(pid, ev);
+    if ev.matched & filter::IDENTITY != 0 {
+        // A known file by another name: the kernel sent no path, the descriptor names it.
+        return match descriptor() {
+            Some(path) => OpenPath {
+                via_descriptor: Some(ev.ret as i32),
+                ..OpenPath::resolved(path)
+            },
+            None => OpenPath::unresolved(String::new(), Unresolved::DescriptorClosed),
+        };
+    }
     if ev.header.flags & event_flags::TRUNCATED != 0 {
         if let Some(path) = descriptor() {
             return OpenPath {
@@ -130,7 +144,8 @@ pub fn resolve(ev: &FileOpen, raw: &str, same_pid_namespace: impl Fn() -> bool) 
         return match base {
             Some(base) => OpenPath {
                 opened_as: Some(path),
-                root_pid: Some(target),
+                // The opener's own root is found as for any of its opens (alive or not).
+                root_pid: (target != pid).then_some(target),
                 ..OpenPath::resolved(normalize(&format!("{base}/{rest}")))
             },
             None => OpenPath::unresolved(path, Unresolved::ProcessGone),
@@ -269,7 +284,7 @@ mod tests {
             base_dev: 0,
             file_dev: 0,
             matched: 0,
-            _reserved: 0,
+            pid_ns: 0,
             path_len: raw.len() as u32,
             path,
         }
@@ -343,7 +358,7 @@ mod tests {
         let ev = open_event("/proc/self/root/etc/./x.pem", -2, AT_FDCWD);
         let got = resolve(&ev, "/proc/self/root/etc/./x.pem", || true);
         assert_eq!(got.path, "/etc/x.pem");
-        assert_eq!(got.root_pid, Some(std::process::id()));
+        assert_eq!(got.root_pid, None);
         assert_eq!(got.opened_as.as_deref(), Some("/proc/self/root/etc/x.pem"));
         let got = resolve(&ev, "/proc/7/root/etc/x.pem", || false);
         assert_eq!(got.unresolved, Some(Unresolved::ForeignPid));

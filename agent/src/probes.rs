@@ -233,7 +233,7 @@ impl Probes {
             agent_tgid: std::process::id(),
             filters: filters.bits,
             basename_prefix_lens: filters.basename_prefix_lens,
-            _reserved: 0,
+            known_files: 0,
         };
         set_slot(&mut ebpf, names::CONFIG, kernel_config)?;
         let mut probes = Self::attach_all(ebpf, AGENT_PROGRAMS)?;
@@ -472,6 +472,34 @@ impl Probes {
             }
         }
         Ok(())
+    }
+
+    /// Adds a file found to hold credentials to KNOWN_FILES (`reset`: empty the map first,
+    /// the agent's own set having been reset): opens of it by any other name are reported.
+    /// `dev` is as stat(2) reports it.
+    pub fn know_file(&mut self, ino: u64, dev: u64, reset: bool) -> Result<(), ProbeError> {
+        let name = names::KNOWN_FILES;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap(name))?;
+        let mut known: BpfHashMap<_, u64, u32> =
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        if reset {
+            let keys: Vec<u64> = known.keys().flatten().collect();
+            for k in keys {
+                let _ = known.remove(&k);
+            }
+            self.kernel_config.known_files = 0;
+        }
+        // The kernel's dev_t: major << 20 | minor.
+        let kdev = (libc::major(dev) << 20) | libc::minor(dev);
+        known
+            .insert(ino, kdev, 0)
+            .map_err(|source| ProbeError::Map { name, source })?;
+        self.kernel_config.known_files += 1;
+        let config = self.kernel_config;
+        set_slot(&mut self.ebpf, names::CONFIG, config)
     }
 
     /// Stops watching below a home that is gone.

@@ -141,6 +141,19 @@ impl WatchRules {
                 .any(|(_, rel)| self.home_set.is_match(rel))
     }
 
+    /// The directories whose whole tree is watched (`/var/run/secrets/`): what a mount
+    /// namespace holds there is classified when it is first seen, so its credential files are
+    /// known by identity whatever name they are later opened by.
+    pub fn watched_trees(&self) -> Vec<String> {
+        self.kernel
+            .iter()
+            .filter_map(|e| match e {
+                KernelEntry::Prefix(p) if p.ends_with('/') => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The kernel entries that pass what the home tails match below `home`, besides those
     /// the static list has.
     pub fn home_entries(&self, home: &str) -> Vec<KernelEntry> {

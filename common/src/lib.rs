@@ -51,6 +51,7 @@ pub mod names {
     pub const AWAITING_PAYLOAD: &str = "AWAITING_PAYLOAD";
     pub const OFFSETS: &str = "OFFSETS";
     pub const KNOWN_HOMES: &str = "KNOWN_HOMES";
+    pub const KNOWN_FILES: &str = "KNOWN_FILES";
 }
 
 /// Kinds of records on the ring buffer. Ids are grouped by family and never reused.
@@ -179,7 +180,8 @@ pub struct KernelConfig {
     pub filters: u32,
     /// Distinct lengths of basename prefixes in the suffix trie, longest first; 0 = unused.
     pub basename_prefix_lens: [u8; MAX_BASENAME_PREFIX_LENS],
-    pub _reserved: u32,
+    /// Entries in `KNOWN_FILES`; while 0, opens are not checked against it.
+    pub known_files: u32,
 }
 
 /// Offsets into kernel structures, computed by the agent from the kernel's BTF
@@ -209,7 +211,14 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
-    pub _reserved: u32,
+    /// `task_struct.thread_pid`, `pid.level`, `pid.numbers` + `upid.ns` (the pid namespace of
+    /// the task's own pid at level 0), `sizeof(struct upid)`, `pid_namespace.ns.inum`.
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers_ns: u32,
+    pub upid_size: u32,
+    pub pid_ns_inum: u32,
+    pub _reserved: [u32; 4],
 }
 
 /// Bits of [`KernelOffsets::valid`].
@@ -222,6 +231,8 @@ pub mod offsets_valid {
     pub const FILES: u32 = 1 << 2;
     /// inode -> number and device.
     pub const INODE: u32 = 1 << 3;
+    /// task -> its pid namespace id.
+    pub const PID_NS: u32 = 1 << 4;
 }
 
 /// Which filter matched an open; also the bits of [`KernelConfig::filters`].
@@ -238,6 +249,10 @@ pub mod filter {
     /// Not a filter of the config: the path is spelled so that the prefix filter cannot judge
     /// it (`//x`, `/./x`, `/../x`, `/proc/PID/root/x`); userspace normalises and decides.
     pub const NONCANONICAL: u32 = 1 << 4;
+    /// Not a filter of the config: the file opened is one the agent knows holds credentials
+    /// (`KNOWN_FILES`), whatever name it was opened by (a hard link, a bind mount, a symlink).
+    /// The record carries no path: userspace finds it from the descriptor.
+    pub const IDENTITY: u32 = 1 << 5;
 
     /// Value of a suffix-trie entry: it matches absolute and relative paths.
     pub const MATCH_ANYWHERE: u32 = 1;
@@ -519,7 +534,9 @@ pub struct FileOpen {
     pub file_dev: u32,
     /// [`filter`] bits of the filters that matched.
     pub matched: u32,
-    pub _reserved: u32,
+    /// The opener's pid namespace (its inode number), in which the pids of a `/proc/PID/...`
+    /// path are meant; 0 when unknown.
+    pub pid_ns: u32,
     /// Bytes of `path` in use, without the NUL. Placed right before `path` on purpose: with
     /// `path` it forms an LPM trie key `{prefix_len, data}` for the prefix filter.
     pub path_len: u32,
@@ -687,7 +704,7 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 56);
     assert!(core::mem::size_of::<FileOpen>() == 56 + 64 + PATH_CAP);
     assert!(core::mem::size_of::<CgroupChange>() == 56 + 16 + PATH_CAP);
-    assert!(core::mem::size_of::<KernelOffsets>() == 64);
+    assert!(core::mem::size_of::<KernelOffsets>() == 96);
     assert!(core::mem::size_of::<ProcExec>() == 56 + 8 + PATH_CAP);
     assert!(core::mem::size_of::<ProcExit>() == 56);
     assert!(core::mem::size_of::<EnvVar>() == 56 + 24 + ENV_CAP);

@@ -186,6 +186,19 @@ fn current_mnt_ns() -> u32 {
     kernel_u32(mnt_ns, o.mnt_ns_inum).unwrap_or(0)
 }
 
+/// The current task's pid namespace id (the inode number of /proc/PID/ns/pid), 0 if unknown.
+#[inline(always)]
+fn current_pid_ns() -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    if o.valid & offsets_valid::PID_NS == 0 {
+        return 0;
+    }
+    let pid = kernel_u64(current_task(), o.task_thread_pid).unwrap_or(0);
+    let level = kernel_u32(pid, o.pid_level).unwrap_or(0) & 31;
+    let ns = kernel_u64(pid, o.pid_numbers_ns + level * o.upid_size).unwrap_or(0);
+    kernel_u32(ns, o.pid_ns_inum).unwrap_or(0)
+}
+
 /// Inode number and device (`dev_t`) of a `struct inode *`; (0, 0) if unknown.
 #[inline(always)]
 fn inode_identity(o: &KernelOffsets, inode: u64) -> (u64, u32) {
@@ -213,18 +226,33 @@ fn cwd_identity() -> (u64, u32) {
 /// Identity of the file the current task holds open as `fd`.
 #[inline(always)]
 fn fd_identity(fd: i64) -> (u64, u32) {
+    let (inode, ino) = fd_inode(fd);
+    (ino, inode_dev(inode))
+}
+
+/// The `struct inode *` of the file the current task holds open as `fd`, and its number;
+/// (0, 0) if unknown. Five dependent reads (task -> files -> fdt -> fd[] -> file -> inode): the
+/// descriptor was just returned by open, so no bound check against `max_fds` is needed (a
+/// wrong read is only a failed read).
+#[inline(always)]
+fn fd_inode(fd: i64) -> (u64, u64) {
     let Some(o) = offsets() else { return (0, 0) };
-    if o.valid & offsets_valid::FILES == 0 || fd < 0 {
+    let need = offsets_valid::FILES | offsets_valid::INODE;
+    if o.valid & need != need || !(0..1 << 20).contains(&fd) {
         return (0, 0);
     }
     let files = kernel_u64(current_task(), o.task_files).unwrap_or(0);
     let fdt = kernel_u64(files, o.files_fdt).unwrap_or(0);
-    let max = kernel_u32(fdt, o.fdt_max_fds).unwrap_or(0);
-    if fd as u64 >= max as u64 {
-        return (0, 0);
-    }
     let array = kernel_u64(fdt, o.fdt_fd).unwrap_or(0);
-    let file = kernel_u64(array, (fd as u32).wrapping_mul(8)).unwrap_or(0);
+    let file = kernel_u64(array, (fd as u32) * 8).unwrap_or(0);
     let inode = kernel_u64(file, o.file_inode).unwrap_or(0);
-    inode_identity(o, inode)
+    (inode, kernel_u64(inode, o.inode_ino).unwrap_or(0))
+}
+
+/// The device (`dev_t`) of a `struct inode *`; 0 if unknown.
+#[inline(always)]
+fn inode_dev(inode: u64) -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    let sb = kernel_u64(inode, o.inode_sb).unwrap_or(0);
+    kernel_u32(sb, o.sb_dev).unwrap_or(0)
 }

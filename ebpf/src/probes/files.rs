@@ -12,7 +12,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated},
     macros::{map, tracepoint},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::TracePointContext,
 };
 use keytrail_common::{
@@ -22,11 +22,14 @@ use keytrail_common::{
 
 use super::{
     EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_seen, current_mnt_ns,
-    cwd_identity, fd_identity, fill_header, load, store, submit_flags, tp_field,
+    current_pid_ns, cwd_identity, fd_identity, fd_inode, fill_header, inode_dev, load, store,
+    submit_flags, tp_field,
 };
 
 /// Room for compiled watch rules per filter map.
 const MAX_FILTER_ENTRIES: u32 = 1024;
+/// Files known to hold credentials, checked by identity at every open.
+const MAX_KNOWN_FILES: u32 = 4096;
 /// Opens in flight between enter and exit; LRU so a lost exit cannot leak a slot.
 const MAX_PENDING_OPENS: u32 = 8192;
 const PATH_MASK: usize = PATH_CAP - 1;
@@ -55,6 +58,12 @@ static FILTER_GATES: Array<FilterGates> = Array::with_max_entries(1, 0);
 #[map]
 static FILTER_PREFIX: LpmTrie<[u8; PREFIX_MAX], u32> =
     LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, 0);
+
+/// Inode number -> device (`dev_t`) of files the agent classified as holding credentials: an
+/// open of one under any other name (hard link, bind mount, symlink, odd spelling) is reported
+/// too.
+#[map]
+static KNOWN_FILES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_KNOWN_FILES, 0);
 
 /// Per-CPU working memory: the event under construction and the reversed path (too big for
 /// the 512-byte stack).
@@ -221,9 +230,9 @@ fn open_enter(
     ev.dirfd = dirfd;
     ev.syscall = syscall as u32;
     ev.matched = matched;
-    ev._reserved = 0;
     ev.path_len = load(&s.len) as u32;
     ev.mnt_ns = current_mnt_ns();
+    ev.pid_ns = current_pid_ns();
     // Where a relative path starts, as the kernel sees it now: the process may chdir or close
     // its dirfd before userspace looks.
     let (base_ino, base_dev) = if absolute {
@@ -254,29 +263,86 @@ fn insert_pending(pid_tgid: u64, ev: &FileOpen) -> Result<(), i32> {
 
 #[inline(always)]
 fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
-    // The common case: no candidate open is in flight anywhere.
-    if pending_count() == 0 {
+    // SAFETY: offset from the format file.
+    let ret = unsafe { tp_field::<i64>(ctx, 16) };
+    // No candidate open is in flight anywhere: the common case skips the lookup.
+    if pending_count() != 0 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if let Some(ev) = PENDING_OPENS.get_ptr_mut(pid_tgid) {
+            // SAFETY: the pointer comes from a successful lookup.
+            let ev = unsafe {
+                (*ev).ret = ret;
+                // The file opened, whatever name it was opened by: lets userspace find its real
+                // path and tell a reused descriptor from this one.
+                let (ino, dev) = fd_identity(ret);
+                (*ev).file_ino = ino;
+                (*ev).file_dev = dev;
+                &*ev
+            };
+            if EVENTS.output::<FileOpen>(ev, submit_flags()).is_err() {
+                count_dropped(probe);
+            }
+            if PENDING_OPENS.remove(pid_tgid).is_ok() {
+                pending_add(u64::MAX); // wrapping -1
+            }
+            return Ok(());
+        }
+    }
+    if ret >= 0 {
+        known_file_open(ret, probe)?;
+    }
+    Ok(())
+}
+
+/// An open that passed no path filter but returned a file the agent knows: reported without
+/// its path (gone with the syscall's entry), which userspace reads from the descriptor.
+#[inline(always)]
+fn known_file_open(fd: i64, probe: ProbeId) -> ProbeResult {
+    let cfg = config().ok_or(ProbeError)?;
+    if cfg.known_files == 0 {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let ev = PENDING_OPENS.get_ptr_mut(pid_tgid).ok_or(ProbeError)?;
-    // SAFETY: the pointer comes from a successful lookup; offset from the format file.
-    let ev = unsafe {
-        let ret = tp_field::<i64>(ctx, 16);
-        (*ev).ret = ret;
-        // The file opened, whatever name it was opened by: lets userspace find its real path
-        // and tell a reused descriptor from this one.
-        let (ino, dev) = fd_identity(ret);
-        (*ev).file_ino = ino;
-        (*ev).file_dev = dev;
-        &*ev
+    if cfg.agent_tgid == (pid_tgid >> 32) as u32 {
+        return Ok(());
+    }
+    let (inode, ino) = fd_inode(fd);
+    // SAFETY: the value is a plain u32 read before any update of the map.
+    let Some(&dev) = (unsafe { KNOWN_FILES.get(ino) }) else {
+        return Ok(());
     };
-    if EVENTS.output::<FileOpen>(ev, submit_flags()).is_err() {
+    if ino == 0 || inode_dev(inode) != dev {
+        return Ok(());
+    }
+    count_seen(probe);
+    let Some(mut entry) = EVENTS.reserve::<FileOpen>(0) else {
         count_dropped(probe);
+        return Err(ProbeError);
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: reserved, writable FileOpen in the ring buffer; every field userspace reads is
+    // written (the path is empty).
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::FileOpen as u32, pid_tgid);
+        (*ev).ret = fd;
+        (*ev).open_flags = 0;
+        (*ev).base_ino = 0;
+        (*ev).file_ino = ino;
+        (*ev).dirfd = AT_FDCWD;
+        (*ev).syscall = match probe {
+            ProbeId::FileOpenat2 => OpenSyscall::Openat2,
+            ProbeId::FileOpen => OpenSyscall::Open,
+            _ => OpenSyscall::Openat,
+        } as u32;
+        (*ev).mnt_ns = current_mnt_ns();
+        (*ev).base_dev = 0;
+        (*ev).file_dev = dev;
+        (*ev).matched = filter::IDENTITY;
+        (*ev).pid_ns = current_pid_ns();
+        (*ev).path_len = 0;
+        (*ev).path[0] = 0;
     }
-    if PENDING_OPENS.remove(pid_tgid).is_ok() {
-        pending_add(u64::MAX); // wrapping -1
-    }
+    entry.submit(submit_flags());
     Ok(())
 }
 
