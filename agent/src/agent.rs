@@ -105,8 +105,11 @@ enum ProbeRequest {
     ForgetConnection(u64),
     /// Drop an exited process's getenv de-duplication keys.
     ForgetGetenv(Vec<u64>),
-    /// Add a path named by an environment variable to the kernel prefilter.
-    WatchPath(String),
+    /// Add and remove exact paths named by environment variables in the kernel prefilter.
+    ExactPaths {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
     /// Check every open against a file found to hold credentials (inode, device), after
     /// emptying the kernel's set when `reset`.
     KnowFile { ino: u64, dev: u64, reset: bool },
@@ -123,9 +126,16 @@ impl ProbeRequest {
             ProbeRequest::AttachLibrary(lib) => attach_library(probes, &lib),
             ProbeRequest::ForgetConnection(cookie) => probes.forget_connection(cookie),
             ProbeRequest::ForgetGetenv(keys) => probes.forget_getenv(&keys),
-            ProbeRequest::WatchPath(path) => {
-                if let Err(error) = probes.watch_path(&path) {
-                    tracing::warn!(%error, "could not add a path named by an environment variable to the kernel filter");
+            ProbeRequest::ExactPaths { add, remove } => {
+                for path in &remove {
+                    if let Err(error) = probes.remove_exact(path) {
+                        tracing::warn!(%error, "could not remove a path named by an environment variable from the kernel filter");
+                    }
+                }
+                for path in &add {
+                    if let Err(error) = probes.add_exact(path) {
+                        tracing::warn!(%error, "could not add a path named by an environment variable to the kernel filter");
+                    }
                 }
             }
             ProbeRequest::Homes { add, remove } => watch_homes(probes, &add, &remove),
@@ -529,11 +539,17 @@ impl Pipeline {
         }
     }
 
-    fn watch_named_files(&mut self, named: Vec<NamedFile>) {
-        for f in named {
-            if self.files.watch_env_path(f.cgroup_id, &f.path, &f.env_name) {
-                let _ = self.probe_tx.send(ProbeRequest::WatchPath(f.path));
-            }
+    fn watch_named_files(&mut self, named: Vec<NamedFile>, counters: &AgentCounters) {
+        let add: Vec<String> = named
+            .iter()
+            .filter_map(|f| {
+                self.files
+                    .watch_env_path(f.cgroup_id, &f.path, &f.env_name, &counters.files)
+            })
+            .collect();
+        if !add.is_empty() {
+            let remove = Vec::new();
+            let _ = self.probe_tx.send(ProbeRequest::ExactPaths { add, remove });
         }
     }
 
@@ -560,7 +576,7 @@ impl Pipeline {
                 let outcome = self
                     .env
                     .on_exec(e, &who, time, &mut self.first_seen, &counters.env);
-                self.watch_named_files(outcome.named_files);
+                self.watch_named_files(outcome.named_files, counters);
                 self.learn_from_exec(h, mnt_ns, outcome.home.as_deref(), counters);
                 outcome.records
             }
@@ -570,10 +586,14 @@ impl Pipeline {
                     self.cgroups.created(e.cgroup_id, path);
                 } else {
                     self.cgroups.removed(e.cgroup_id, path);
-                    let remove = self.files.cgroup_gone(e.cgroup_id, &counters.files);
-                    if !remove.is_empty() {
-                        let add = Vec::new();
+                    let (homes, paths) = self.files.cgroup_gone(e.cgroup_id, &counters.files);
+                    if !homes.is_empty() {
+                        let (add, remove) = (Vec::new(), homes);
                         let _ = self.probe_tx.send(ProbeRequest::Homes { add, remove });
+                    }
+                    if !paths.is_empty() {
+                        let (add, remove) = (Vec::new(), paths);
+                        let _ = self.probe_tx.send(ProbeRequest::ExactPaths { add, remove });
                     }
                 }
                 Vec::new()

@@ -156,10 +156,19 @@ impl EnvAccess {
         };
         let rules = self.classifier.env_names();
         for (name, value) in &pending.vars {
-            if rules.names_file(name) && value.starts_with('/') {
+            if !rules.names_file(name) {
+                continue;
+            }
+            // KUBECONFIG is a list, like PATH.
+            let paths: Vec<&str> = if name.eq_ignore_ascii_case("KUBECONFIG") {
+                value.split(':').collect()
+            } else {
+                vec![value.as_str()]
+            };
+            for path in paths.into_iter().filter(|p| p.starts_with('/')) {
                 out.named_files.push(NamedFile {
                     cgroup_id: ev.header.cgroup_id,
-                    path: value.clone(),
+                    path: path.to_string(),
                     env_name: name.clone(),
                 });
             }

@@ -15,6 +15,7 @@ use keytrail_common::{EventHeader, FileOpen, OpenSyscall, filter};
 use crate::{
     credential::{Credential, Lifetime},
     dedup::RecentSet,
+    env_paths::{EnvPathCounters, EnvPaths},
     events::text,
     homes::{HomeCounters, Homes},
     inspect::{Content, Inspection, ReadVia, Reader},
@@ -46,6 +47,8 @@ pub struct FileCounters {
     pub unreadable: [AtomicU64; ReadError::REASONS.len()],
     /// Home directories known, and refused.
     pub homes: HomeCounters,
+    /// Paths named by environments watched, and refused.
+    pub env_paths: EnvPathCounters,
 }
 
 impl FileCounters {
@@ -108,7 +111,7 @@ pub struct FileAccess {
     recent: RecentSet<DedupKey>,
     /// Paths named by a workload's environment (`KUBECONFIG=/etc/app/kubeconfig`), watched for
     /// that workload (cgroup id) only, with the variable's name.
-    env_paths: HashMap<(u64, String), String>,
+    env_paths: EnvPaths,
     /// Home directories found at run time, for the `~/` patterns that need one.
     homes: Homes,
 }
@@ -116,16 +119,13 @@ pub struct FileAccess {
 /// A home directory and the kernel entries that watch below it.
 pub type HomeEntries = (String, Vec<KernelEntry>);
 
-/// Paths added from environments at most.
-const MAX_ENV_PATHS: usize = 4096;
-
 impl FileAccess {
     pub fn new(rules: WatchRules, cgroups: CgroupFilter, dedup_window: Duration) -> Self {
         Self {
             rules,
             cgroups,
             recent: RecentSet::new(dedup_window),
-            env_paths: HashMap::new(),
+            env_paths: EnvPaths::new(),
             homes: Homes::new(),
         }
     }
@@ -166,14 +166,21 @@ impl FileAccess {
         self.homes.first_look_at(ns)
     }
 
-    /// A cgroup was removed: what it alone named goes. Returns the homes that went.
-    pub fn cgroup_gone(&mut self, cgroup: u64, counters: &FileCounters) -> Vec<HomeEntries> {
-        self.env_paths.retain(|(c, _), _| *c != cgroup);
-        self.homes
+    /// A cgroup was removed: what it alone named goes. Returns the homes and the exact paths
+    /// whose kernel entries can go.
+    pub fn cgroup_gone(
+        &mut self,
+        cgroup: u64,
+        counters: &FileCounters,
+    ) -> (Vec<HomeEntries>, Vec<String>) {
+        let paths = self.env_paths.cgroup_gone(cgroup, &counters.env_paths);
+        let homes = self
+            .homes
             .cgroup_gone(cgroup, &counters.homes)
             .into_iter()
             .map(|h| self.with_entries(h))
-            .collect()
+            .collect();
+        (homes, paths)
     }
 
     fn with_entries(&self, home: String) -> HomeEntries {
@@ -199,8 +206,8 @@ impl FileAccess {
         let by_identity = ev.matched & filter::IDENTITY != 0;
         let env_hint = self
             .env_paths
-            .get(&(ev.header.cgroup_id, path.clone()))
-            .cloned();
+            .named_by(ev.header.cgroup_id, &path)
+            .map(str::to_string);
         // A resolved path gets the exact match; one that could not be resolved passed the
         // kernel's filter and is reported as it was captured.
         if resolved
@@ -294,14 +301,17 @@ impl FileAccess {
     }
 
     /// Watches `path` (absolute, as the workload sees it) for the processes of cgroup
-    /// `cgroup_id`, because variable `env_name` names it. True when it is new.
-    pub fn watch_env_path(&mut self, cgroup_id: u64, path: &str, env_name: &str) -> bool {
-        if self.env_paths.len() >= MAX_ENV_PATHS {
-            return false;
-        }
+    /// `cgroup_id`, because variable `env_name` names it. Returns the path when the kernel
+    /// needs an entry for it.
+    pub fn watch_env_path(
+        &mut self,
+        cgroup_id: u64,
+        path: &str,
+        env_name: &str,
+        counters: &FileCounters,
+    ) -> Option<String> {
         self.env_paths
-            .insert((cgroup_id, openpath::normalize(path)), env_name.to_string())
-            .is_none()
+            .add(cgroup_id, path, env_name, &counters.env_paths)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod correlate;
 pub mod credential;
 pub mod dedup;
 pub mod env;
+pub mod env_paths;
 pub mod events;
 pub mod files;
 pub mod fingerprint_key;

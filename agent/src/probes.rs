@@ -150,6 +150,8 @@ pub struct Probes {
     gates: FilterGates,
     /// Prefix entries added at run time (below homes), with how many homes need each.
     dynamic_prefixes: std::collections::HashMap<String, usize>,
+    /// Exact paths in FILTER_EXACT, with how many owners each has.
+    exact_paths: std::collections::HashMap<String, usize>,
 }
 
 /// Kernel-side cost of one program (needs `kernel.bpf_stats_enabled=1`).
@@ -429,33 +431,67 @@ impl Probes {
         }
     }
 
-    /// Adds an exact absolute path to the kernel prefilter at run time (a path named by an
-    /// environment variable).
-    pub fn watch_path(&mut self, path: &str) -> Result<(), ProbeError> {
+    /// Adds an exact absolute path to the kernel's exact-path trie (a path named by an
+    /// environment variable): it passes opens of that very path only. Refcounted.
+    pub fn add_exact(&mut self, path: &str) -> Result<(), ProbeError> {
         let b = path.as_bytes();
-        if b.len() < 3 || b[0] != b'/' {
+        if b.len() < 2 || b[0] != b'/' {
             return Ok(());
         }
-        let name = names::FILTER_PREFIX;
+        let refs = self.exact_paths.entry(path.to_string()).or_insert(0);
+        *refs += 1;
+        if *refs > 1 {
+            return Ok(());
+        }
+        let name = names::FILTER_EXACT;
         let map = self
             .ebpf
             .map_mut(name)
             .ok_or(ProbeError::MissingMap(name))?;
         let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u32> =
             LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
-        let len = b.len().min(PREFIX_MAX);
-        let key = Key::new((len * 8) as u32, padded::<PREFIX_MAX>(b));
-        trie.insert(&key, filter::MATCH_ANYWHERE, 0)
+        let key = exact_key(b);
+        trie.insert(&key, b.len() as u32, 0)
             .map_err(|source| ProbeError::Map { name, source })?;
-        set_head_bit(&mut self.gates.prefix_head, b[1], b[2]);
+        // A one-byte path (`/x`) has no second byte: any may follow.
+        match b.get(2) {
+            Some(&b2) => set_head_bit(&mut self.gates.prefix_head, b[1], b2),
+            None => (0..=255u8).for_each(|b2| set_head_bit(&mut self.gates.prefix_head, b[1], b2)),
+        }
         let gates = self.gates;
         set_slot(&mut self.ebpf, names::FILTER_GATES, gates)?;
-        if self.kernel_config.filters & filter::PREFIX == 0 {
-            self.kernel_config.filters |= filter::PREFIX;
+        if self.kernel_config.filters & filter::EXACT_PATH == 0 {
+            self.kernel_config.filters |= filter::EXACT_PATH;
             let config = self.kernel_config;
             set_slot(&mut self.ebpf, names::CONFIG, config)?;
         }
         Ok(())
+    }
+
+    /// Drops one reference to an exact path; its entry goes with the last.
+    pub fn remove_exact(&mut self, path: &str) -> Result<(), ProbeError> {
+        let Some(refs) = self.exact_paths.get_mut(path) else {
+            return Ok(());
+        };
+        *refs -= 1;
+        if *refs > 0 {
+            return Ok(());
+        }
+        self.exact_paths.remove(path);
+        let name = names::FILTER_EXACT;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap(name))?;
+        let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u32> =
+            LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        trie.remove(&exact_key(path.as_bytes()))
+            .map_err(|source| ProbeError::Map { name, source })
+    }
+
+    /// Exact paths in the kernel's trie now.
+    pub fn exact_paths(&self) -> usize {
+        self.exact_paths.len()
     }
 
     /// Watches below a home found at run time: its kernel entries (absolute prefixes) join the
@@ -655,6 +691,7 @@ impl Probes {
             kernel_config: KernelConfig::default(),
             gates: FilterGates::EMPTY,
             dynamic_prefixes: std::collections::HashMap::new(),
+            exact_paths: std::collections::HashMap::new(),
         })
     }
 
@@ -1057,6 +1094,12 @@ pub fn suffix_plan(entries: &BTreeSet<KernelEntry>) -> Result<SuffixPlan, String
         plan.basename_prefix_lens[slot] = *len as u8;
     }
     Ok(plan)
+}
+
+/// The FILTER_EXACT key of a path: its first PREFIX_MAX bytes (the value holds the full length).
+fn exact_key(b: &[u8]) -> Key<[u8; PREFIX_MAX]> {
+    let len = b.len().min(PREFIX_MAX);
+    Key::new((len * 8) as u32, padded::<PREFIX_MAX>(b))
 }
 
 fn padded<const N: usize>(bytes: &[u8]) -> [u8; N] {

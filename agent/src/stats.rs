@@ -95,6 +95,14 @@ pub fn stats_record(
             "keytrail.homes.refused",
             load(&counters.files.homes.refused),
         )
+        .set(
+            "keytrail.env_paths.watched",
+            load(&counters.files.env_paths.watched),
+        )
+        .set(
+            "keytrail.env_paths.refused",
+            load(&counters.files.env_paths.refused),
+        )
         .set("keytrail.env.malformed", load(&counters.env.malformed))
         .set(
             "keytrail.env.deduplicated",

@@ -43,6 +43,7 @@ pub mod names {
     pub const FILTER_SUFFIX: &str = "FILTER_SUFFIX";
     pub const FILTER_GATES: &str = "FILTER_GATES";
     pub const FILTER_PREFIX: &str = "FILTER_PREFIX";
+    pub const FILTER_EXACT: &str = "FILTER_EXACT";
     pub const ENV_WORDS: &str = "ENV_WORDS";
     pub const ENV_NAMES: &str = "ENV_NAMES";
     pub const ENV_VALUE_PREFIX: &str = "ENV_VALUE_PREFIX";
@@ -246,6 +247,9 @@ pub mod filter {
     pub const DIR_SUFFIX: u32 = 1 << 1;
     pub const BASENAME_PREFIX: u32 = 1 << 2;
     pub const PREFIX: u32 = 1 << 3;
+    /// One exact absolute path (a file named by a workload's environment), in its own trie so
+    /// that a short path (`KUBECONFIG=/pr`) can never pass every path it starts.
+    pub const EXACT_PATH: u32 = 1 << 6;
     /// Not a filter of the config: the path is spelled so that the prefix filter cannot judge
     /// it (`//x`, `/./x`, `/../x`, `/proc/PID/root/x`); userspace normalises and decides.
     pub const NONCANONICAL: u32 = 1 << 4;
@@ -259,18 +263,6 @@ pub mod filter {
     /// Value of a suffix-trie entry: it matches relative paths only (an exact basename whose
     /// directory the kernel cannot see; userspace resolves it and decides).
     pub const MATCH_RELATIVE: u32 = 2;
-    /// Value bit of a prefix-trie entry: the entry is one exact path, not a directory prefix; it
-    /// matches only a path of exactly [`exact_len`] bytes (a short path named by a workload's
-    /// environment must not pass every path it starts).
-    pub const EXACT: u32 = 4;
-    /// The length of an EXACT entry, kept in the value's upper 16 bits.
-    pub const fn exact_len(value: u32) -> u32 {
-        value >> 16
-    }
-    /// The value of an EXACT entry of `len` bytes.
-    pub const fn exact_value(len: u32) -> u32 {
-        MATCH_ANYWHERE | EXACT | (len << 16)
-    }
 }
 
 /// Bitmaps the kernel tests before each trie lookup, so the opens that cannot match (nearly all)

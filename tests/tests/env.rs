@@ -374,3 +374,103 @@ fn a_file_named_by_kubeconfig_is_watched_for_its_workload() {
     assert!(accesses_in(&run.events, &other).is_empty());
     assert_no_leak("JSON lines", &agent_jsonl(&run), &token);
 }
+
+/// The first `keytrail.agent.stats` record written after every event so far whose `key`
+/// satisfies `pred` (stats come every second in these scenarios).
+fn stats_where(agent: &mut Agent, what: &str, key: &str, pred: impl Fn(u64) -> bool) -> Value {
+    let seen = agent.events().len();
+    agent.wait_until(what, |a| {
+        a.events().into_iter().skip(seen).find(|e| {
+            e["event.name"] == "keytrail.agent.stats" && e[key].as_u64().is_some_and(&pred)
+        })
+    })
+}
+
+#[test]
+fn paths_named_by_environments_are_exact_bounded_and_released() {
+    let config = String::from_utf8(keytrail_tests::keytrail(&["config", "default"]).stdout)
+        .unwrap()
+        .replace("stats_interval: 60s", "stats_interval: 1s");
+    let mut agent = Agent::start(Some(&config));
+    let dir = tempfile::Builder::new()
+        .prefix("kt-wide-")
+        .tempdir()
+        .unwrap();
+    let short = dir.path().to_str().unwrap().to_string();
+
+    // A directory named as the kubeconfig: as a prefix it would pass every open below it.
+    let naming = CgroupGuard::new("env-short-path");
+    let (namer, _) = run_in_cgroup(&naming, "/bin/true", &[], &[("KUBECONFIG", &short)]);
+    // Once the path itself is reported for that workload, the kernel entry is in place.
+    keytrail_tests::retry_until("the named path's kernel entry", || {
+        let (pid, _) = run_in_cgroup(&naming, "/bin/cat", &[&short], &[("KUBECONFIG", &short)]);
+        agent
+            .events()
+            .into_iter()
+            .find(|e| e["process.pid"] == pid && e["file.path"] == short.as_str())
+    });
+    let before = stats_where(&mut agent, "stats", "keytrail.opens.not_matched", |_| true);
+    let not_matched = before["keytrail.opens.not_matched"].as_u64().unwrap();
+    // Another workload opening 2,000 files below that directory costs the agent nothing.
+    let other = CgroupGuard::new("env-short-other");
+    let mut o = Workload::spawn(WORKLOAD.as_ref(), &other);
+    assert_eq!(o.run(&format!("open-many {short}/below 2000")), "2000");
+    let sentinel = dir.path().join("sentinel.pem");
+    std::fs::write(&sentinel, "x").unwrap();
+    o.run(&format!("open {}", sentinel.display()));
+    agent.wait_for("the sentinel", |e| {
+        e["file.path"] == sentinel.to_str().unwrap()
+    });
+    let after = stats_where(
+        &mut agent,
+        "stats after the opens",
+        "keytrail.opens.not_matched",
+        |_| true,
+    );
+    let grew = after["keytrail.opens.not_matched"].as_u64().unwrap() - not_matched;
+    assert!(
+        grew < 500,
+        "{grew} opens below {short} reached userspace (namer {namer})"
+    );
+
+    // One workload naming many paths gets 16; another workload still gets its own.
+    let greedy = CgroupGuard::new("env-greedy");
+    for i in 0..40 {
+        let path = format!("/etc/kt-greedy-{i}.yaml");
+        run_in_cgroup(&greedy, "/bin/true", &[], &[("KUBECONFIG", &path)]);
+    }
+    let fair = CgroupGuard::new("env-fair");
+    let fair_path = dir.path().join("fair/kubeconfig");
+    std::fs::create_dir_all(fair_path.parent().unwrap()).unwrap();
+    std::fs::write(&fair_path, "apiVersion: v1\nkind: Config\n").unwrap();
+    let fair_path = fair_path.to_str().unwrap().to_string();
+    keytrail_tests::retry_until("the fair workload's own path", || {
+        let (pid, _) = run_in_cgroup(
+            &fair,
+            "/bin/cat",
+            &[&fair_path],
+            &[("KUBECONFIG", &fair_path)],
+        );
+        agent
+            .events()
+            .into_iter()
+            .find(|e| e["process.pid"] == pid && e["file.path"] == fair_path.as_str())
+    });
+    let full = stats_where(
+        &mut agent,
+        "the refusals",
+        "keytrail.env_paths.refused",
+        |n| n >= 24,
+    );
+    let watched = full["keytrail.env_paths.watched"].as_u64().unwrap();
+    // The greedy workload's paths go with its cgroup.
+    drop(greedy);
+    stats_where(
+        &mut agent,
+        "the release",
+        "keytrail.env_paths.watched",
+        |n| n + 16 <= watched,
+    );
+    drop(o);
+    agent.stop();
+}

@@ -54,9 +54,15 @@ static FILTER_SUFFIX: LpmTrie<[u8; SUFFIX_MAX], u32> =
 #[map]
 static FILTER_GATES: Array<FilterGates> = Array::with_max_entries(1, 0);
 
-/// Absolute directory prefixes (`/var/run/secrets/`) and literal paths.
+/// Absolute directory prefixes (`/var/run/secrets/`) and literal paths of the config.
 #[map]
 static FILTER_PREFIX: LpmTrie<[u8; PREFIX_MAX], u32> =
+    LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, 0);
+
+/// Exact paths named by workloads' environments; the value is the path's length: a hit counts
+/// only for a path of that very length.
+#[map]
+static FILTER_EXACT: LpmTrie<[u8; PREFIX_MAX], u32> =
     LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, 0);
 
 /// Inode number -> device (`dev_t`) of files the agent classified as holding credentials: an
@@ -388,9 +394,13 @@ fn prefilter(
         if b1 == b'/' || (b1 == b'.' && (b2 == b'/' || b2 == b'.')) {
             return filter::NONCANONICAL;
         }
-        if filters & filter::PREFIX != 0 && bit_head(&gates.prefix_head, b1, b2) && lookup_prefix(s)
-        {
-            return filter::PREFIX;
+        if bit_head(&gates.prefix_head, b1, b2) {
+            if filters & filter::PREFIX != 0 && lookup_prefix(s, &FILTER_PREFIX, false) {
+                return filter::PREFIX;
+            }
+            if filters & filter::EXACT_PATH != 0 && lookup_prefix(s, &FILTER_EXACT, true) {
+                return filter::EXACT_PATH;
+            }
         }
         if b1 == b'p' && b2 == b'r' && is_proc_root(s) {
             return filter::NONCANONICAL;
@@ -605,18 +615,18 @@ fn lookup_suffix(s: &mut OpenScratch, offset: usize, rlen: usize, absolute: bool
     }
 }
 
-/// Looks up the absolute path in FILTER_PREFIX, using the event's `path_len` + `path` fields as
-/// the key (they are laid out as `{prefix_len, data}`). An EXACT entry matches only a path of
-/// its own length.
+/// Looks up the absolute path in `trie`, using the event's `path_len` + `path` fields as the
+/// key (they are laid out as `{prefix_len, data}`). `exact`: the entry's value is a path length
+/// the path must have.
 #[inline(always)]
-fn lookup_prefix(s: &mut OpenScratch) -> bool {
+fn lookup_prefix(s: &mut OpenScratch, trie: &LpmTrie<[u8; PREFIX_MAX], u32>, exact: bool) -> bool {
     let len = load(&s.len) as usize & PATH_MASK;
     s.event.path_len = (if len < PREFIX_MAX { len } else { PREFIX_MAX } * 8) as u32;
     let key = (&raw const s.event.path_len).cast::<Key<[u8; PREFIX_MAX]>>();
     // SAFETY: path_len is immediately followed by path (asserted in keytrail-common), so the
     // key lies inside the event; bytes past `len` are stale but not compared.
-    let hit = match FILTER_PREFIX.get(unsafe { &*key }) {
-        Some(&v) => v & filter::EXACT == 0 || filter::exact_len(v) as usize == len,
+    let hit = match trie.get(unsafe { &*key }) {
+        Some(&v) => !exact || v as usize == len,
         None => false,
     };
     s.event.path_len = len as u32;
