@@ -162,6 +162,39 @@ fn watch_homes(probes: &mut Probes, add: &[HomeEntries], remove: &[HomeEntries])
     }
 }
 
+/// How often the kernel filter follows the Secret volumes of the node's pods.
+const SECRET_VOLUME_SYNC: Duration = Duration::from_secs(1);
+
+/// The mount points of the node's Secret and projected volumes in the kernel filter: files
+/// there are credentials for their pod even when no watch glob names them.
+#[derive(Default)]
+struct SecretVolumes {
+    generation: Option<u64>,
+    watched: std::collections::BTreeSet<String>,
+}
+
+impl SecretVolumes {
+    /// Follows the pod index: new mount points in, gone ones out.
+    fn sync(&mut self, probes: &mut Probes) {
+        let Some((generation, mounts)) = crate::k8s::secret_mounts() else {
+            return;
+        };
+        if self.generation == Some(generation) {
+            return;
+        }
+        self.generation = Some(generation);
+        for gone in self.watched.difference(&mounts) {
+            let _ = probes.remove_dynamic_prefix(&format!("{gone}/"));
+        }
+        for new in mounts.difference(&self.watched) {
+            if let Err(error) = probes.add_dynamic_prefix(&format!("{new}/")) {
+                tracing::warn!(%error, "could not add a Secret volume to the kernel filter");
+            }
+        }
+        self.watched = mounts;
+    }
+}
+
 /// The homes every node has: /root, the directories under /home, and the host's passwd (read
 /// through PID 1's root, so a containerised agent sees the host's).
 fn host_homes(inspector: &mut Inspector) -> Vec<String> {
@@ -326,6 +359,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
 
     let interval = config.output.stats_interval;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut secret_volumes = SecretVolumes::default();
+    let mut volume_ticker = tokio::time::interval(SECRET_VOLUME_SYNC);
+    volume_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = async {
         match opts.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -338,6 +374,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             _ = &mut shutdown => break,
             _ = &mut deadline => break,
             _ = ticker.tick() => fanout.send(stats_record(&probes, &counters, &fanout, false)),
+            _ = volume_ticker.tick() => secret_volumes.sync(&mut probes),
             Some(request) = probe_rx.recv() => request.apply(&mut probes),
         }
     }

@@ -215,6 +215,7 @@ impl FileAccess {
             && env_hint.is_none()
             && !self.rules.matches(&path)
             && !self.rules.matches_in_homes(&path, &self.homes)
+            && !in_secret_volume(who.cgroup_path, &path)
         {
             counters.not_matched.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -563,6 +564,12 @@ pub fn set_process(r: &mut Record, header: &EventHeader, who: &Opener<'_>) {
     }
     // Pod, namespace, container, owner and volume names when the Kubernetes index knows them.
     crate::k8s::enrich(r, identity.as_deref());
+}
+
+/// True when `path` lies in a Kubernetes Secret or projected volume of the opener's container.
+fn in_secret_volume(cgroup_path: Option<&str>, path: &str) -> bool {
+    let identity = cgroup_path.map(crate::workload::identity_of);
+    crate::k8s::in_secret_volume(identity.as_deref(), path)
 }
 
 /// Whether process `pid` names pids as the agent does (its pid namespace is the agent's): as

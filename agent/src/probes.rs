@@ -152,6 +152,8 @@ pub struct Probes {
     dynamic_prefixes: std::collections::HashMap<String, usize>,
     /// Exact paths in FILTER_EXACT, with how many owners each has.
     exact_paths: std::collections::HashMap<String, usize>,
+    /// Prefix entries of the config.
+    static_prefixes: std::collections::HashSet<String>,
 }
 
 /// Kernel-side cost of one program (needs `kernel.bpf_stats_enabled=1`).
@@ -241,6 +243,13 @@ impl Probes {
         let mut probes = Self::attach_all(ebpf, AGENT_PROGRAMS)?;
         probes.kernel_config = kernel_config;
         probes.gates = filters.gates;
+        probes.static_prefixes = entries
+            .iter()
+            .filter_map(|e| match e {
+                KernelEntry::Prefix(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
         if getenv_probe {
             probes.load_getenv();
         }
@@ -500,14 +509,42 @@ impl Probes {
         self.known_home(home, true)?;
         for e in entries {
             if let KernelEntry::Prefix(p) = e {
-                let refs = self.dynamic_prefixes.entry(p.clone()).or_insert(0);
-                *refs += 1;
-                if *refs == 1 {
-                    self.insert_prefix(p, filter::MATCH_ANYWHERE)?;
-                }
+                self.add_dynamic_prefix(p)?;
             }
         }
         Ok(())
+    }
+
+    /// Adds a reference to a prefix entry added at run time (below a home, a Secret volume's
+    /// mount point); the entry is inserted with the first.
+    pub fn add_dynamic_prefix(&mut self, p: &str) -> Result<(), ProbeError> {
+        // An entry of the config is there for good: never counted, never removed.
+        if self.static_prefixes.contains(p) {
+            return Ok(());
+        }
+        let refs = self.dynamic_prefixes.entry(p.to_string()).or_insert(0);
+        *refs += 1;
+        if *refs == 1 {
+            self.insert_prefix(p, filter::MATCH_ANYWHERE)?;
+        }
+        Ok(())
+    }
+
+    /// Drops a reference to a prefix entry added at run time; the entry goes with the last.
+    pub fn remove_dynamic_prefix(&mut self, p: &str) -> Result<(), ProbeError> {
+        let Some(refs) = self.dynamic_prefixes.get_mut(p) else {
+            return Ok(());
+        };
+        *refs -= 1;
+        if *refs > 0 {
+            return Ok(());
+        }
+        self.dynamic_prefixes.remove(p);
+        let name = names::FILTER_PREFIX;
+        let mut trie = self.prefix_trie()?;
+        let key = Key::new((p.len() * 8) as u32, padded::<PREFIX_MAX>(p.as_bytes()));
+        trie.remove(&key)
+            .map_err(|source| ProbeError::Map { name, source })
     }
 
     /// Adds a file found to hold credentials to KNOWN_FILES (`reset`: empty the map first,
@@ -542,18 +579,8 @@ impl Probes {
     pub fn remove_home(&mut self, home: &str, entries: &[KernelEntry]) -> Result<(), ProbeError> {
         self.known_home(home, false)?;
         for e in entries {
-            if let KernelEntry::Prefix(p) = e
-                && let Some(refs) = self.dynamic_prefixes.get_mut(p)
-            {
-                *refs -= 1;
-                if *refs == 0 {
-                    self.dynamic_prefixes.remove(p);
-                    let name = names::FILTER_PREFIX;
-                    let mut trie = self.prefix_trie()?;
-                    let key = Key::new((p.len() * 8) as u32, padded::<PREFIX_MAX>(p.as_bytes()));
-                    trie.remove(&key)
-                        .map_err(|source| ProbeError::Map { name, source })?;
-                }
+            if let KernelEntry::Prefix(p) = e {
+                self.remove_dynamic_prefix(p)?;
             }
         }
         Ok(())
@@ -692,6 +719,7 @@ impl Probes {
             gates: FilterGates::EMPTY,
             dynamic_prefixes: std::collections::HashMap::new(),
             exact_paths: std::collections::HashMap::new(),
+            static_prefixes: std::collections::HashSet::new(),
         })
     }
 

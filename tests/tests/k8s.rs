@@ -310,12 +310,42 @@ fn pod_owner_and_secret_volume_names_from_the_api() {
             assert_eq!(e[k], v, "{k} in {e}");
         }
     }
+
+    // 3. A Secret volume at a mountPath no watch glob names: watched for this pod all the same
+    // (the kernel filter gains the mount point when the pod is indexed).
+    w.run("tmpfs /srv");
+    let password = random(ALNUM, 32);
+    w.run(&format!("write-text /srv/payments/db/password {password}"));
+    let pid = w.pid();
+    let e = keytrail_tests::retry_until("the read in the custom mountPath", || {
+        w.run("open /srv/payments/db/password");
+        agent.events().into_iter().find(|e| {
+            e["process.pid"] == pid
+                && e["file.path"] == "/srv/payments/db/password"
+                && e["keytrail.file.open.access"] == "read"
+        })
+    });
+    for (k, v) in [
+        ("keytrail.k8s.volume.name", "db-creds"),
+        ("keytrail.k8s.secret.name", "payments-db"),
+        ("k8s.pod.name", "payments-api-6d9f7c8b5d-q8v2m"),
+    ] {
+        assert_eq!(e[k], v, "{k} in {e}");
+    }
     drop(w);
     let run = agent.stop();
     let (events, log) = (run.events, run.stderr);
     let all: String = events.iter().map(|e| e.to_string()).collect();
     assert_no_leak("JSON lines", &all, &secret);
     assert_no_leak("agent log", &log, &secret);
+    assert_no_leak("JSON lines", &all, &password);
+    // The same path in a workload that is not the pod is nobody's Secret volume.
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["file.path"] == "/srv/payments/db/password")
+            .all(|e| e["keytrail.cgroup.path"] == cgroup.rel.as_str()),
+    );
     assert!(
         kubernetes_lines(&log).iter().all(|l| !l.contains("WARN")),
         "Kubernetes warnings with a working API:\n{log}"

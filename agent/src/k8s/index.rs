@@ -9,7 +9,7 @@
 //! watcher in practice.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{Arc, RwLock},
 };
 
@@ -400,6 +400,25 @@ impl PodInfo {
         }
     }
 
+    /// The mount points of the Secret and projected volumes of every container (as written in
+    /// the spec, `/var/run` spelled both ways): files there are credentials whatever the
+    /// watch globs say.
+    pub fn secret_mount_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.mounts.values().flatten() {
+            if matches!(
+                self.volumes.get(&m.volume),
+                Some(VolumeSource::Secret { .. } | VolumeSource::Projected { .. })
+            ) {
+                if let Some(rest) = m.path.strip_prefix("/run/") {
+                    out.push(format!("/var/run/{rest}"));
+                }
+                out.push(m.path.clone());
+            }
+        }
+        out
+    }
+
     /// The volume of container `container_id` that holds `path` (absolute, as the container
     /// sees it): the mount with the longest mountPath containing it.
     pub fn volume_of(&self, container_id: &str, path: &str) -> Option<VolumeMatch> {
@@ -509,6 +528,8 @@ struct State {
 #[derive(Debug, Default)]
 pub struct K8sIndex {
     state: RwLock<State>,
+    /// Bumped at every change, so readers can tell when to recompute what they derive.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl K8sIndex {
@@ -524,8 +545,28 @@ impl K8sIndex {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The change counter (see [`K8sIndex::secret_mount_paths`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every Secret and projected volume mount point of the node's pods.
+    pub fn secret_mount_paths(&self) -> BTreeSet<String> {
+        self.read()
+            .pods
+            .values()
+            .flat_map(|p| p.secret_mount_paths())
+            .collect()
+    }
+
     /// Adds or replaces a pod.
     pub fn upsert(&self, pod: PodInfo) {
+        self.changed();
         let pod = Arc::new(pod);
         let mut s = self.write();
         if let Some(old) = s.pods.insert(pod.uid.clone(), Arc::clone(&pod)) {
@@ -539,6 +580,7 @@ impl K8sIndex {
     }
 
     pub fn remove(&self, uid: &str) {
+        self.changed();
         let mut s = self.write();
         if let Some(old) = s.pods.remove(uid) {
             for id in old.container_ids.keys() {

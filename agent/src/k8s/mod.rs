@@ -144,6 +144,27 @@ pub fn install(index: Arc<K8sIndex>) {
     let _ = INDEX.set(index);
 }
 
+/// The Secret and projected volume mount points of the node's pods, with the index's change
+/// counter; None without an index.
+pub fn secret_mounts() -> Option<(u64, std::collections::BTreeSet<String>)> {
+    INDEX
+        .get()
+        .map(|index| (index.generation(), index.secret_mount_paths()))
+}
+
+/// True when `path` lies in a Secret or projected volume of the container `identity` names:
+/// such files are credentials whatever the watch globs say.
+pub fn in_secret_volume(identity: Option<&CgroupIdentity>, path: &str) -> bool {
+    let (Some(index), Some(identity)) = (INDEX.get(), identity) else {
+        return false;
+    };
+    let (Some(pod), Some(container)) = (index.pod_of(identity), identity.container.as_ref()) else {
+        return false;
+    };
+    pod.volume_of(&container.id, path)
+        .is_some_and(|v| v.source == "secret" || v.source.starts_with("projected"))
+}
+
 /// Adds the Kubernetes attributes of `identity`'s pod to `r` (and of the volume holding its
 /// `file.path`), when the index is installed and knows the pod. A no-op otherwise.
 pub fn enrich(r: &mut Record, identity: Option<&CgroupIdentity>) {
