@@ -372,7 +372,7 @@ impl Classifier {
         file::classify(&self.ctx(now), content, path, env_hint)
     }
 
-    /// A bare value: an env var value (with its name) or a header value. `None` when it is
+    /// A bare value: an env var value (with its name) or a header value. Empty when it is
     /// not a credential: a name that is not secret-like and a value of no known pattern, or a
     /// value that holds no secret (a database URL without a password, a file path).
     pub fn classify_value(
@@ -380,12 +380,15 @@ impl Classifier {
         value: &str,
         env_name: Option<&str>,
         now: SystemTime,
-    ) -> Option<Credential> {
+    ) -> Vec<Credential> {
         let cx = self.ctx(now);
-        value::classify(&cx, value, env_name).map(|c| match env_name {
-            Some(n) => c.at(format!("env {n}")),
-            None => c,
-        })
+        value::classify(&cx, value, env_name)
+            .into_iter()
+            .map(|c| match env_name {
+                Some(n) => c.at(format!("env {n}")),
+                None => c,
+            })
+            .collect()
     }
 
     /// A whole environment (name, value pairs, as in /proc/PID/environ): every credential,
@@ -410,9 +413,12 @@ impl Classifier {
 
     /// An HTTP request header: `Authorization` (Bearer, Basic, token, AWS SigV4/SigV2),
     /// `x-api-key`, `private-token`, `x-vault-token`, `x-amz-security-token` and other
-    /// secret-like names, or any header whose value has a known token pattern.
-    pub fn classify_header(&self, name: &str, value: &str, now: SystemTime) -> Option<Credential> {
+    /// secret-like names, or any header whose value has a known token pattern. Empty when the
+    /// header holds no credential.
+    pub fn classify_header(&self, name: &str, value: &str, now: SystemTime) -> Vec<Credential> {
         header::classify(&self.ctx(now), name, value)
+            .into_iter()
+            .collect()
     }
 
     /// `kt1:` + the first 32 hex characters of HMAC-SHA256(key, secret).

@@ -48,6 +48,18 @@ pub(crate) fn fake(seed: u64, len: usize, alphabet: &str) -> String {
         .collect()
 }
 
+/// The one credential of a value or header that must hold exactly one.
+pub(crate) trait Only {
+    fn only(self) -> Credential;
+}
+
+impl Only for Vec<Credential> {
+    fn only(self) -> Credential {
+        assert_eq!(self.len(), 1, "want exactly one credential: {self:?}");
+        self.into_iter().next().unwrap()
+    }
+}
+
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -337,13 +349,8 @@ fn run(c: &Classifier, input: &Input) -> Result<Vec<Credential>, Skip> {
             hint,
             content,
         } => c.classify_file(content, path, *hint, now()),
-        Input::Value { name, value } => Ok(c
-            .classify_value(value, name.as_deref(), now())
-            .into_iter()
-            .collect()),
-        Input::Header { name, value } => {
-            Ok(c.classify_header(name, value, now()).into_iter().collect())
-        }
+        Input::Value { name, value } => Ok(c.classify_value(value, name.as_deref(), now())),
+        Input::Header { name, value } => Ok(c.classify_header(name, value, now())),
         Input::Env(vars) => {
             Ok(c.classify_env(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())), now()))
         }
@@ -1338,7 +1345,7 @@ fn fingerprints_have_the_format_and_depend_on_the_key() {
 fn json_output_shape() {
     let c = classifier();
     let token = jwt(json!({"iss": "i", "sub": "s", "iat": NOW_SECS, "exp": NOW_SECS + 60}));
-    let cred = c.classify_value(&token, Some("TOKEN"), now()).unwrap();
+    let cred = c.classify_value(&token, Some("TOKEN"), now()).only();
     let v: serde_json::Value = serde_json::to_value(&cred).unwrap();
     assert_eq!(v["kind"], "jwt");
     assert_eq!(v["lifetime"], "short_lived");
@@ -1348,7 +1355,7 @@ fn json_output_shape() {
     assert_eq!(v["location"], "env TOKEN");
     let bare = c
         .classify_value(&fake(1, 30, ALNUM), Some("X_SECRET"), now())
-        .unwrap();
+        .only();
     let v = serde_json::to_value(&bare).unwrap();
     assert!(v.get("expires_at").is_none() && v.get("id").is_none());
     for k in Kind::ALL {
@@ -1384,7 +1391,7 @@ fn netrc_password_matches_basic_auth_header() {
             &format!("Basic {}", b64std(format!("u:{pw}").as_bytes())),
             now(),
         )
-        .unwrap();
+        .only();
     assert_eq!(netrc.fingerprint, basic.fingerprint);
     let pg = one_file(&c, "/root/.pgpass", &format!("h:5432:*:u:{pw}\n"));
     assert_eq!(pg.fingerprint, basic.fingerprint);
@@ -1394,7 +1401,7 @@ fn netrc_password_matches_basic_auth_header() {
             Some("DATABASE_URL"),
             now(),
         )
-        .unwrap();
+        .only();
     assert_eq!(url.fingerprint, basic.fingerprint);
     let docker = one_file(
         &c,
@@ -1417,10 +1424,10 @@ fn bearer_token_matches_file_and_env() {
         let file = one_file(&c, "/run/secrets/api-token", &format!("  {token}\n"));
         let hdr = c
             .classify_header("authorization", &format!("Bearer  {token} "), now())
-            .unwrap();
+            .only();
         let env = c
             .classify_value(&format!("{token}\n"), Some("API_TOKEN"), now())
-            .unwrap();
+            .only();
         assert_eq!(file.fingerprint, hdr.fingerprint);
         assert_eq!(file.fingerprint, env.fingerprint);
         assert_eq!(file.fingerprint, c.fingerprint(token.as_bytes()));
@@ -1439,7 +1446,7 @@ fn aws_secret_matches_across_file_env_and_pairs() {
     );
     let env = c
         .classify_value(&secret, Some("AWS_SECRET_ACCESS_KEY"), now())
-        .unwrap();
+        .only();
     assert_eq!(file.fingerprint, env.fingerprint);
     let pair = c.classify_env(
         [
@@ -1458,7 +1465,7 @@ fn aws_secret_matches_across_file_env_and_pairs() {
             &format!("AWS4-HMAC-SHA256 Credential={akia}/20251009/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00"),
             now(),
         )
-        .unwrap();
+        .only();
     assert_eq!(sig.id, file.id);
     assert_eq!(
         sig.fingerprint,
@@ -1466,7 +1473,7 @@ fn aws_secret_matches_across_file_env_and_pairs() {
     );
     let id_env = c
         .classify_value(&akia, Some("AWS_ACCESS_KEY_ID"), now())
-        .unwrap();
+        .only();
     assert_eq!(id_env.fingerprint, sig.fingerprint);
 }
 
@@ -1515,7 +1522,7 @@ fn kubeconfig_token_equals_the_same_token_elsewhere() {
     let kube = one_file(&c, "/tmp/kc", &kc);
     let hdr = c
         .classify_header("Authorization", &format!("Bearer {token}"), now())
-        .unwrap();
+        .only();
     assert_eq!(kube.fingerprint, hdr.fingerprint);
     assert_eq!(hdr.kind, Kind::K8sSaTokenBound);
     assert_eq!(
@@ -1578,9 +1585,9 @@ fn garbage_inputs() {
             Err(Skip::Unrecognised),
             "{bad}"
         );
-        assert!(c.classify_value(bad, None, now()).is_none());
+        assert!(c.classify_value(bad, None, now()).is_empty());
         let h = c.classify_header("Authorization", &format!("Bearer {bad}"), now());
-        assert_eq!(h.map(|h| h.kind), Some(Kind::GenericSecret));
+        assert_eq!(h.only().kind, Kind::GenericSecret);
     }
 
     // Deep nesting.
@@ -1622,8 +1629,8 @@ fn garbage_inputs() {
     // Huge single line.
     let huge = "x".repeat(900_000);
     assert_eq!(f(huge.as_bytes(), "/x"), Err(Skip::Unrecognised));
-    assert!(c.classify_value(&huge, Some("SECRET"), now()).is_some());
-    assert!(c.classify_value(&huge, None, now()).is_none());
+    assert_eq!(c.classify_value(&huge, Some("SECRET"), now()).len(), 1);
+    assert!(c.classify_value(&huge, None, now()).is_empty());
 
     // Headers.
     for (n, v) in [
@@ -1635,7 +1642,7 @@ fn garbage_inputs() {
         ("Authorization", "Digest username=x"),
         ("", ""),
     ] {
-        assert!(c.classify_header(n, v, now()).is_none(), "{n}: {v}");
+        assert!(c.classify_header(n, v, now()).is_empty(), "{n}: {v}");
     }
 }
 
