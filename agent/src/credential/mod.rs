@@ -30,6 +30,7 @@ mod lines;
 mod pem;
 mod ssh;
 mod tokens;
+mod userinfo;
 mod value;
 
 #[cfg(test)]
@@ -374,7 +375,8 @@ impl Classifier {
 
     /// A bare value: an env var value (with its name) or a header value. Empty when it is
     /// not a credential: a name that is not secret-like and a value of no known pattern, or a
-    /// value that holds no secret (a database URL without a password, a file path).
+    /// value that holds no secret (a database URL without a password, a file path). Two when
+    /// a URL's user name is a token and its password a secret too.
     pub fn classify_value(
         &self,
         value: &str,
@@ -414,11 +416,10 @@ impl Classifier {
     /// An HTTP request header: `Authorization` (Bearer, Basic, token, AWS SigV4/SigV2),
     /// `x-api-key`, `private-token`, `x-vault-token`, `x-amz-security-token` and other
     /// secret-like names, or any header whose value has a known token pattern. Empty when the
-    /// header holds no credential.
+    /// header holds no credential; two when a Basic user name is a token and the password a
+    /// secret too.
     pub fn classify_header(&self, name: &str, value: &str, now: SystemTime) -> Vec<Credential> {
         header::classify(&self.ctx(now), name, value)
-            .into_iter()
-            .collect()
     }
 
     /// `kt1:` + the first 32 hex characters of HMAC-SHA256(key, secret).

@@ -1225,6 +1225,164 @@ fn corpus() -> Vec<Case> {
         &format!("session={}", fake(46, 30, ALNUM)),
     ));
     cases.push(header("csrf", "X-CSRF-Token", &fake(47, 30, ALNUM)));
+
+    // A user name that is itself the credential (tokens and API keys sent as the user name
+    // with a placeholder or empty password, or next to a real password): classified as what
+    // it is, never part of an id; a placeholder password is no credential.
+    let user_ghp = format!("ghp_{}", fake(60, 36, ALNUM));
+    let user_key = fake(61, 32, ALNUM);
+    let user_pw = fake(62, 24, ALNUM);
+    let user_glpat = format!("glpat-{}", fake(63, 20, ALNUM));
+    let userpass = |u: &str, p: &str| b64std(format!("{u}:{p}").as_bytes());
+    cases.push(
+        header(
+            "basic: token user, x-oauth-basic",
+            "Authorization",
+            &format!("Basic {}", userpass(&user_ghp, "x-oauth-basic")),
+        )
+        .secret(&user_ghp[4..])
+        .expect(e(K::GithubToken, Static, Some("ghp"))),
+    );
+    cases.push(
+        header(
+            "basic: key user, X",
+            "Authorization",
+            &format!("Basic {}", userpass(&user_key, "X")),
+        )
+        .secret(&user_key)
+        .expect(e(K::GenericSecret, Unknown, None)),
+    );
+    cases.push(
+        header(
+            "basic: token user, empty password",
+            "Proxy-Authorization",
+            &format!("Basic {}", userpass(&user_ghp, "")),
+        )
+        .secret(&user_ghp[4..])
+        .expect(e(K::GithubToken, Static, Some("ghp"))),
+    );
+    cases.push(
+        header(
+            "basic: token user and a password",
+            "Authorization",
+            &format!("Basic {}", userpass(&user_ghp, &user_pw)),
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_pw)
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GenericSecret, Unknown, None)),
+    );
+    cases.push(
+        file(
+            "netrc: token logins",
+            "/home/dev/.netrc",
+            format!(
+                "machine github.com login {user_ghp} password x-oauth-basic\n\
+                 machine api.example.com\n  login {user_key}\n  password {user_pw}\n\
+                 machine gitlab.example.com login {user_glpat}\n"
+            ),
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_key)
+        .secret(&user_pw)
+        .secret(&user_glpat[6..])
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::Netrc, Static, Some("api.example.com")))
+        .expect(e(K::Netrc, Static, Some("api.example.com")))
+        .expect(e(K::GitlabToken, Static, Some("glpat"))),
+    );
+    let token_gitcreds = format!(
+        "https://{user_ghp}:x-oauth-basic@github.com\nhttps://{user_ghp}@github.com/org\n\
+         https://{user_key}@git.example.com\n"
+    );
+    cases.push(
+        file(
+            "git credentials: token users",
+            "/home/dev/.git-credentials",
+            token_gitcreds.clone(),
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_key)
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GitCredentials, Static, Some("git.example.com"))),
+    );
+    cases.push(
+        file(
+            "git credentials: token users sniffed",
+            "/tmp/gc2",
+            token_gitcreds,
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_key)
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GitCredentials, Static, Some("git.example.com"))),
+    );
+    cases.push(
+        file(
+            "pgpass: token users",
+            "/home/dev/.pgpass",
+            format!("db.internal:5432:*:{user_key}:x\n*:*:*:{user_glpat}:{user_pw}\n"),
+        )
+        .secret(&user_key)
+        .secret(&user_glpat[6..])
+        .secret(&user_pw)
+        .expect(e(K::Pgpass, Static, Some("db.internal")))
+        .expect(e(K::GitlabToken, Static, Some("glpat")))
+        .expect(e(K::Pgpass, Static, Some("*"))),
+    );
+    cases.push(
+        file(
+            "docker: token users",
+            "/home/dev/.docker/config.json",
+            json!({"auths": {
+                "ghcr.io": {"auth": userpass(&user_ghp, "")},
+                "registry.example.com": {"auth": userpass(&user_key, "x")}
+            }})
+            .to_string(),
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_key)
+        .secret(userpass(&user_ghp, ""))
+        .secret(userpass(&user_key, "x"))
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::DockerAuth, Static, Some("registry.example.com"))),
+    );
+    cases.push(
+        value(
+            "database url: key user",
+            Some("DATABASE_URL"),
+            &format!("postgres://{user_key}@db.internal:5432/app"),
+        )
+        .secret(&user_key)
+        .expect(e(
+            K::DatabaseUrl,
+            Static,
+            Some("postgres://db.internal:5432"),
+        )),
+    );
+    cases.push(
+        value(
+            "database url: key user, x",
+            Some("DATABASE_URL"),
+            &format!("postgresql://{user_key}:x@db.internal/app"),
+        )
+        .secret(&user_key)
+        .expect(e(K::DatabaseUrl, Static, Some("postgresql://db.internal"))),
+    );
+    cases.push(Case {
+        label: "database url: token user and a password".into(),
+        input: Input::Env(vec![(
+            "DATABASE_URL".to_string(),
+            format!("postgres://{user_ghp}:{user_pw}@db.internal/app"),
+        )]),
+        secrets: vec![user_ghp[4..].to_string(), user_pw.clone()],
+        expect: vec![
+            e(K::GithubToken, Static, Some("ghp")),
+            e(K::DatabaseUrl, Static, Some("postgres://db.internal")),
+        ],
+    });
     cases
 }
 
@@ -1411,6 +1569,111 @@ fn netrc_password_matches_basic_auth_header() {
     assert_eq!(docker.fingerprint, basic.fingerprint);
     let git = one_file(&c, "/root/.git-credentials", &format!("https://u:{pw}@h\n"));
     assert_eq!(git.fingerprint, basic.fingerprint);
+}
+
+/// A token sent as the user name has the fingerprint of the same token anywhere else, and
+/// its kind, in every user:password form; no id holds it.
+#[test]
+fn token_user_name_matches_the_token_elsewhere() {
+    let c = classifier();
+    let ghp = format!("ghp_{}", fake(55, 36, ALNUM));
+    let key = fake(56, 32, ALNUM);
+    for token in [&ghp, &key] {
+        let bearer = c
+            .classify_header("Authorization", &format!("Bearer {token}"), now())
+            .only();
+        assert_eq!(bearer.fingerprint, c.fingerprint(token.as_bytes()));
+        let basic = |u: &str| format!("Basic {}", b64std(u.as_bytes()));
+        let forms: Vec<(&str, Credential)> = vec![
+            (
+                "basic x-oauth-basic",
+                c.classify_header(
+                    "Authorization",
+                    &basic(&format!("{token}:x-oauth-basic")),
+                    now(),
+                )
+                .only(),
+            ),
+            (
+                "basic X",
+                c.classify_header("Authorization", &basic(&format!("{token}:X")), now())
+                    .only(),
+            ),
+            (
+                "basic empty",
+                c.classify_header("Authorization", &basic(&format!("{token}:")), now())
+                    .only(),
+            ),
+            (
+                "netrc",
+                one_file(
+                    &c,
+                    "/root/.netrc",
+                    &format!("machine h login {token} password x-oauth-basic\n"),
+                ),
+            ),
+            (
+                "git-credentials with placeholder",
+                one_file(
+                    &c,
+                    "/root/.git-credentials",
+                    &format!("https://{token}:x-oauth-basic@h\n"),
+                ),
+            ),
+            (
+                "git-credentials without password",
+                one_file(
+                    &c,
+                    "/root/.git-credentials",
+                    &format!("https://{token}@h\n"),
+                ),
+            ),
+            (
+                "pgpass",
+                one_file(&c, "/root/.pgpass", &format!("h:5432:*:{token}:x\n")),
+            ),
+            (
+                "docker token:",
+                one_file(
+                    &c,
+                    "/root/.docker/config.json",
+                    &json!({"auths": {"h": {"auth": b64std(format!("{token}:").as_bytes())}}})
+                        .to_string(),
+                ),
+            ),
+            (
+                "docker token:x",
+                one_file(
+                    &c,
+                    "/root/.docker/config.json",
+                    &json!({"auths": {"h": {"auth": b64std(format!("{token}:x").as_bytes())}}})
+                        .to_string(),
+                ),
+            ),
+            (
+                "database url",
+                c.classify_value(&format!("postgres://{token}@h/db"), None, now())
+                    .only(),
+            ),
+            (
+                "database url with placeholder",
+                c.classify_value(&format!("mysql://{token}:x@h/db"), Some("DB_URL"), now())
+                    .only(),
+            ),
+        ];
+        for (form, cred) in forms {
+            assert_eq!(cred.fingerprint, bearer.fingerprint, "{form}");
+            if token == &ghp {
+                assert_eq!(
+                    (cred.kind, cred.lifetime, cred.id.as_deref()),
+                    (Kind::GithubToken, Lifetime::Static, Some("ghp")),
+                    "{form}"
+                );
+            }
+            let shown = format!("{cred} {}", serde_json::to_string(&cred).unwrap());
+            assert!(!shown.contains(&token[4..12]), "{form}: {shown}");
+        }
+    }
 }
 
 #[test]
@@ -1668,6 +1931,27 @@ fn truncations_and_flips_never_panic() {
             let _ = c.classify_file(&flipped, "", None, now());
         }
     }
+}
+
+/// Values that give two credentials each (a URL with a token user and a password) do not take
+/// an environment past the cap.
+#[test]
+fn two_credentials_per_value_stay_within_the_cap() {
+    let c = classifier();
+    // One credential first, so that pairs end one past the cap.
+    let one = ("API_TOKEN".to_string(), fake(4999, 30, ALNUM));
+    let vars: Vec<(String, String)> = std::iter::once(one)
+        .chain((0..MAX_CREDENTIALS as u64).map(|i| {
+            let url = format!(
+                "postgres://ghp_{}:{}@db.internal/app",
+                fake(i, 36, ALNUM),
+                fake(i + 5000, 24, ALNUM)
+            );
+            (format!("DB_{i}_URL"), url)
+        }))
+        .collect();
+    let creds = c.classify_env(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())), now());
+    assert_eq!(creds.len(), MAX_CREDENTIALS);
 }
 
 /// Adversarial inputs of the maximum size (deep nesting, endless blocks, repeated prefixes)
