@@ -506,6 +506,12 @@ fn corpus() -> Vec<Case> {
     }));
     let kc_password = fake(8, 24, ALNUM);
     let opaque = fake(9, 40, ALNUM);
+    let lower_digits = "abcdefghijklmnopqrstuvwxyz0123456789";
+    let bootstrap = format!(
+        "{}.{}",
+        fake(64, 6, lower_digits),
+        fake(65, 16, lower_digits)
+    );
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://k8s.example.com:6443\n    certificate-authority-data: {ca}\n\
          - name: dev\n  cluster:\n    server: https://dev.example.com\n\
@@ -517,6 +523,7 @@ fn corpus() -> Vec<Case> {
          - name: basic\n  user:\n    username: bob\n    password: \"{kc_password}\"\n\
          - name: eks\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, prod]\n\
          - name: opaque\n  user:\n    token: {opaque}\n\
+         - name: bootstrap\n  user:\n    token: {bootstrap}\n\
          - name: gke\n  user:\n    auth-provider:\n      name: gcp\n",
         ca = b64std(kc_cert.cert_pem.as_bytes()),
         cert = b64std(kc_cert.cert_pem.as_bytes()),
@@ -529,6 +536,7 @@ fn corpus() -> Vec<Case> {
             .secret(&bound)
             .secret(&kc_password)
             .secret(&opaque)
+            .secret(&bootstrap)
             .expect(e(
                 K::Kubeconfig,
                 Short,
@@ -545,7 +553,8 @@ fn corpus() -> Vec<Case> {
                 Short,
                 Some("https://k8s.example.com:6443 eks"),
             ))
-            .expect(e(K::Kubeconfig, Unknown, Some("opaque")))
+            .expect(e(K::Kubeconfig, Static, Some("opaque")))
+            .expect(e(K::Kubeconfig, Unknown, Some("bootstrap")))
             .expect(e(K::Kubeconfig, Short, Some("gke"))),
     );
     cases.push(
@@ -567,7 +576,8 @@ fn corpus() -> Vec<Case> {
                 Short,
                 Some("https://k8s.example.com:6443 eks"),
             ))
-            .expect(e(K::Kubeconfig, Unknown, Some("opaque")))
+            .expect(e(K::Kubeconfig, Static, Some("opaque")))
+            .expect(e(K::Kubeconfig, Unknown, Some("bootstrap")))
             .expect(e(K::Kubeconfig, Short, Some("gke"))),
     );
 
