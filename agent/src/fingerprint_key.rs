@@ -1,10 +1,11 @@
 //! Where the fingerprint key comes from: a file or an environment variable named in the config
 //! (the same key on every node makes reuse across nodes visible), else a random per-node key
-//! created once, with mode 0600, in the state directory.
+//! created once, with mode 0600, in the state directory (created with mode 0700 when missing;
+//! an existing directory keeps its mode).
 
 use std::{
     io::{Read as _, Write as _},
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -82,8 +83,12 @@ fn node_key(dir: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
     {
         return Ok(key);
     }
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    // Owner-only when created here; an existing directory (perhaps the caller's working
+    // directory, for a bare `--state keytrail.db`) keeps its mode.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let mut key = vec![0u8; KEY_LEN];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
     match std::fs::OpenOptions::new()
@@ -125,6 +130,25 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         let (k2, _) = load_key(None, None, &state).unwrap();
         assert_eq!(k1, k2);
+    }
+
+    #[test]
+    fn state_dir_mode_is_set_only_when_created_here() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        // An existing directory (a caller's working directory) keeps its mode.
+        let existing = dir.path().join("existing");
+        std::fs::create_dir(&existing).unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        load_key(None, None, &existing).unwrap();
+        assert_eq!(std::fs::metadata(&existing).unwrap().mode() & 0o777, 0o755);
+        assert!(existing.join(NODE_KEY_FILE).is_file());
+        // A directory created for the key is owner-only, parents included.
+        let created = dir.path().join("new").join("state");
+        load_key(None, None, &created).unwrap();
+        for d in [&created, &dir.path().join("new")] {
+            assert_eq!(std::fs::metadata(d).unwrap().mode() & 0o777, 0o700, "{d:?}");
+        }
     }
 
     #[test]
