@@ -1063,6 +1063,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn open_leaves_the_mode_of_an_existing_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (_dir, path) = temp();
+        let state = path.parent().unwrap();
+        std::fs::create_dir(state).unwrap();
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Inventory::open(&path).unwrap();
+        let mode = std::fs::metadata(state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
     fn open_creates_an_owner_only_directory_and_the_schema() {
         use std::os::unix::fs::PermissionsExt as _;
         let (_dir, path) = temp();

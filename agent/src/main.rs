@@ -48,7 +48,13 @@ fn main() -> ExitCode {
             };
             match runtime().block_on(agent::run(opts, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(EXIT_RUNTIME, &e),
+                // A fingerprint key it cannot use as it stands (a configured file missing or
+                // empty, an unset variable, an empty per-node key file) is bad configuration
+                // found at start: the fix is a setting or a file, as the message says.
+                Err(e) => {
+                    let config = matches!(&e, agent::AgentError::Key(k) if k.is_config());
+                    fail(if config { EXIT_USAGE } else { EXIT_RUNTIME }, &e)
+                }
             }
         }
         Command::BenchFloor(args) => {

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use keytrail_fuzz::{check, classifier, now, split_first};
+use keytrail_fuzz::{check_all, classifier, now, split_first};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,5 @@ fuzz_target!(|data: &[u8]| {
     let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else {
         return;
     };
-    if let Some(c) = classifier().classify_header(name, value, now()) {
-        check(&c);
-    }
+    check_all(&classifier().classify_header(name, value, now()));
 });

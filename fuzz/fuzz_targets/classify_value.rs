@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use keytrail_fuzz::{check, classifier, now, split_first};
+use keytrail_fuzz::{check_all, classifier, now, split_first};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +20,5 @@ fuzz_target!(|data: &[u8]| {
     };
     // The name check on its own too, also for inputs without a name.
     let _ = keytrail::credential::is_secret_like_env_name(name.unwrap_or(value));
-    if let Some(c) = classifier().classify_value(value, name, now()) {
-        check(&c);
-    }
+    check_all(&classifier().classify_value(value, name, now()));
 });

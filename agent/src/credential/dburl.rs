@@ -1,11 +1,12 @@
 //! URLs with credentials in their userinfo (`scheme://user:password@host/...`): database
 //! URLs (postgres, mysql, mongodb, redis, amqp, ...) and the lines of git-credentials. The id
 //! is `scheme://user@host`, never the password; the fingerprint is of the percent-decoded
-//! password, as a client would send it.
+//! password, as a client would send it. A user name that is itself a token is that token and
+//! stays out of the id (`scheme://host`; see `userinfo`).
 
 use percent_encoding::percent_decode_str;
 
-use super::{Credential, Ctx, Kind, Lifetime};
+use super::{Credential, Ctx, Kind, Lifetime, userinfo};
 
 /// Schemes of database and message broker URLs (before any `+driver` suffix).
 pub(super) const DB_SCHEMES: &[&str] = &[
@@ -80,9 +81,11 @@ fn is_db_scheme(scheme: &str) -> bool {
 pub(super) enum DbUrl {
     /// Not a database URL.
     NotDb,
-    /// A database URL that holds no password.
+    /// A database URL that holds no secret (no password, and a user name that is a name).
     NoPassword,
-    Credential(Credential),
+    /// The password; or the user name when it is itself a token (`postgres://TOKEN@host`), and
+    /// the password too when that is a secret as well (see `userinfo`).
+    Credentials(Vec<Credential>),
 }
 
 pub(super) fn classify(cx: &Ctx<'_>, value: &str) -> DbUrl {
@@ -96,18 +99,23 @@ pub(super) fn classify(cx: &Ctx<'_>, value: &str) -> DbUrl {
     let Some(u) = parse(v) else {
         return DbUrl::NoPassword;
     };
-    let Some(password) = u.password else {
-        return DbUrl::NoPassword;
-    };
-    let id = if u.user.is_empty() {
-        format!("{}://{}", u.scheme, u.host)
+    let creds = userinfo::credentials(
+        cx,
+        &u.user,
+        u.password.as_deref().unwrap_or_default(),
+        |secret| cx.cred(Kind::DatabaseUrl, Lifetime::Static, secret),
+        |user| {
+            Some(match user {
+                Some(user) => format!("{}://{user}@{}", u.scheme, u.host),
+                None => format!("{}://{}", u.scheme, u.host),
+            })
+        },
+    );
+    if creds.is_empty() {
+        DbUrl::NoPassword
     } else {
-        format!("{}://{}@{}", u.scheme, u.user, u.host)
-    };
-    DbUrl::Credential(
-        cx.cred(Kind::DatabaseUrl, Lifetime::Static, password)
-            .with_id(id),
-    )
+        DbUrl::Credentials(creds)
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Docker client configs (`~/.docker/config.json`, `.dockerconfigjson` secrets, legacy
 //! `.dockercfg`): one credential per registry with an inline secret (`auth` = base64
-//! user:password, `identitytoken`, `registrytoken`). `credsStore` / `credHelpers` keep secrets
-//! elsewhere, so such a file gives no credential.
+//! user:password, `identitytoken`, `registrytoken`; a user name that is itself a token is that
+//! token, see `userinfo`). `credsStore` / `credHelpers` keep secrets elsewhere, so such a file
+//! gives no credential.
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use super::{Credential, Ctx, Kind, Lifetime, MAX_CREDENTIALS, b64};
+use super::{Credential, Ctx, Kind, Lifetime, MAX_CREDENTIALS, b64, userinfo};
 
 /// Whether a JSON object is a Docker config: `auths`, `credsStore`, `credHelpers`, or the
 /// legacy form (registry -> {auth, ...} at top level).
@@ -70,20 +71,23 @@ pub(super) fn classify(cx: &Ctx<'_>, obj: &Map<String, Value>) -> Vec<Credential
         let secret = s("identitytoken")
             .or_else(|| s("registrytoken"))
             .map(|t| t.trim().as_bytes().to_vec())
-            .or(password);
-        let Some(secret) = secret else {
-            continue;
-        };
+            .or(password)
+            .unwrap_or_default();
         let host = registry_host(registry);
-        let id = match user.as_deref().filter(|u| !u.is_empty()) {
-            Some(u) => format!("{host} {u}"),
-            None => host.to_string(),
-        };
-        out.push(
-            cx.cred(Kind::DockerAuth, Lifetime::Static, secret)
-                .with_id(id)
-                .at(format!("auths {registry}")),
+        let creds = userinfo::credentials(
+            cx,
+            user.as_deref().unwrap_or(""),
+            &secret,
+            |secret| cx.cred(Kind::DockerAuth, Lifetime::Static, secret),
+            |user| {
+                Some(match user {
+                    Some(u) => format!("{host} {u}"),
+                    None => host.to_string(),
+                })
+            },
         );
+        out.extend(creds.into_iter().map(|c| c.at(format!("auths {registry}"))));
     }
+    out.truncate(MAX_CREDENTIALS);
     out
 }

@@ -192,8 +192,8 @@ fn single_value(cx: &Ctx<'_>, value: &str, path: &str) -> Result<Vec<Credential>
     if let Some(c) = tokens::credential(cx, value) {
         return Ok(vec![c]);
     }
-    if let super::dburl::DbUrl::Credential(c) = super::dburl::classify(cx, value) {
-        return Ok(vec![c]);
+    if let super::dburl::DbUrl::Credentials(creds) = super::dburl::classify(cx, value) {
+        return Ok(creds);
     }
     let base = path.rsplit('/').next().unwrap_or(path);
     let as_env_name: String = base

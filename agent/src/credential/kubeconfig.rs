@@ -1,7 +1,8 @@
 //! kubeconfig files (YAML or JSON, `kind: Config`): one credential per secret form in each
 //! `users[]` entry: client key (static unless its certificate says otherwise), token (JWT
-//! rules, else by shape), username/password (static), exec or auth-provider plugins
-//! (short-lived: they mint tokens). The id is the cluster server and the user name.
+//! rules; an opaque token is static, a bootstrap token unknown), username/password (static),
+//! exec or auth-provider plugins (short-lived: they mint tokens). The id is the cluster server
+//! and the user name.
 
 use base64::Engine as _;
 use serde_yaml_ng::Value;
@@ -56,6 +57,30 @@ fn decode_data(v: &str) -> Option<Vec<u8>> {
                 .collect::<Vec<u8>>(),
         )
         .ok()
+}
+
+/// The lifetime of a `users[].user.token` that is not a JWT. A bootstrap token
+/// (`[a-z0-9]{6}.[a-z0-9]{16}`) lives in a cluster Secret whose expiry the file does not show:
+/// unknown. A token of a known shape has that shape's lifetime. Any other opaque token is an
+/// entry of a static token file, a long-lived service account token Secret or the like, none
+/// of which expire: static.
+fn opaque_token_lifetime(token: &str) -> Lifetime {
+    if is_bootstrap_token(token) {
+        return Lifetime::Unknown;
+    }
+    tokens::detect(token).map_or(Lifetime::Static, |m| m.lifetime)
+}
+
+/// `[a-z0-9]{6}\.[a-z0-9]{16}`: a kubeadm bootstrap token (token id, dot, token secret).
+fn is_bootstrap_token(token: &str) -> bool {
+    let part = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    token
+        .split_once('.')
+        .is_some_and(|(id, secret)| part(id, 6) && part(secret, 16))
 }
 
 /// Deeper flow nesting than this is refused before parsing (the YAML parser slows down
@@ -125,10 +150,7 @@ pub(super) fn classify(cx: &Ctx<'_>, text: &str) -> Result<Vec<Credential>, Skip
                     id: None,
                     ..j
                 },
-                None => {
-                    let lifetime = tokens::detect(token).map_or(Lifetime::Unknown, |m| m.lifetime);
-                    cx.cred(Kind::Kubeconfig, lifetime, token)
-                }
+                None => cx.cred(Kind::Kubeconfig, opaque_token_lifetime(token), token),
             };
             push(c);
         }
@@ -156,4 +178,77 @@ pub(super) fn classify(cx: &Ctx<'_>, text: &str) -> Result<Vec<Credential>, Skip
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::credential::tests::{ALNUM, NOW_SECS, classifier, fake, jwt, now};
+
+    const LOWER_DIGITS: &str = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+    fn token_lifetimes(tokens: &[&str]) -> Vec<Lifetime> {
+        let users: String = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("- name: u{i}\n  user:\n    token: \"{t}\"\n"))
+            .collect();
+        let text = format!("apiVersion: v1\nkind: Config\nusers:\n{users}");
+        let creds = classify(&classifier().ctx(now()), &text).unwrap();
+        assert!(creds.iter().all(|c| c.kind == Kind::Kubeconfig));
+        creds.iter().map(|c| c.lifetime).collect()
+    }
+
+    #[test]
+    fn opaque_tokens_are_static_and_bootstrap_tokens_unknown() {
+        let opaque = fake(90, 40, ALNUM);
+        let opaque_lower = fake(91, 32, LOWER_DIGITS);
+        let bootstrap = format!(
+            "{}.{}",
+            fake(92, 6, LOWER_DIGITS),
+            fake(93, 16, LOWER_DIGITS)
+        );
+        assert_eq!(
+            token_lifetimes(&[&opaque, &opaque_lower, &bootstrap]),
+            [Lifetime::Static, Lifetime::Static, Lifetime::Unknown]
+        );
+    }
+
+    #[test]
+    fn near_bootstrap_shapes_are_opaque() {
+        let (id, secret) = (fake(94, 6, LOWER_DIGITS), fake(95, 16, LOWER_DIGITS));
+        let near = [
+            format!("{}.{secret}", id.to_ascii_uppercase()),
+            format!("{id}.{}", secret.to_ascii_uppercase()),
+            format!("{id}x.{secret}"),
+            format!("{id}.{secret}x"),
+            format!("{}.{secret}", &id[..5]),
+            format!("{id}-{secret}"),
+            format!("{id}.{secret}.{id}"),
+        ];
+        let near: Vec<&str> = near.iter().map(String::as_str).collect();
+        assert_eq!(token_lifetimes(&near), vec![Lifetime::Static; near.len()]);
+        assert!(is_bootstrap_token(&format!("{id}.{secret}")));
+    }
+
+    #[test]
+    fn jwt_tokens_keep_their_rules() {
+        let n = NOW_SECS;
+        let bound = jwt(json!({
+            "sub": "system:serviceaccount:a:b", "iat": n, "exp": n + 365 * 86400,
+            "kubernetes.io": {"namespace": "a", "serviceaccount": {"name": "b"}, "warnafter": n + 3600}
+        }));
+        let hour =
+            jwt(json!({"iss": "https://idp.example", "sub": "x", "iat": n, "exp": n + 3600}));
+        let no_exp = jwt(json!({"iss": "https://idp.example", "sub": "y"}));
+        assert_eq!(
+            token_lifetimes(&[&bound, &hour, &no_exp]),
+            [Lifetime::ShortLived, Lifetime::ShortLived, Lifetime::Static]
+        );
+        // A token of a known shape keeps that shape's lifetime (Vault holds its TTL).
+        let vault = format!("hvs.{}", fake(96, 90, ALNUM));
+        assert_eq!(token_lifetimes(&[&vault]), [Lifetime::Unknown]);
+    }
 }

@@ -1,12 +1,12 @@
 //! Small line- and token-oriented credential files: `.netrc`, `.pgpass`, `.git-credentials`,
 //! `.npmrc`, `.pypirc` and `.vault-token`. One credential per entry with a secret; the
 //! fingerprint is of the password alone, so a netrc entry and the Basic auth header built
-//! from it match.
+//! from it match. A login that is itself a token is that token (see `userinfo`).
 
 use base64::Engine as _;
 use ini::{Ini, ParseOption};
 
-use super::{Credential, Ctx, Kind, Lifetime, MAX_CREDENTIALS, Skip, b64, dburl, tokens};
+use super::{Credential, Ctx, Kind, Lifetime, MAX_CREDENTIALS, Skip, b64, dburl, tokens, userinfo};
 
 /// Whether text looks like a netrc file (sniffing without a path hint).
 pub(super) fn looks_like_netrc(text: &str) -> bool {
@@ -125,17 +125,21 @@ pub(super) fn netrc(cx: &Ctx<'_>, text: &str) -> Vec<Credential> {
     }
     entries
         .into_iter()
-        .filter_map(|e| {
-            let password = e.password.filter(|p| !p.is_empty())?;
-            let id = match e.login.as_deref().filter(|l| !l.is_empty()) {
-                Some(l) => format!("{} {l}", e.machine),
-                None => e.machine.clone(),
-            };
-            Some(
-                cx.cred(Kind::Netrc, Lifetime::Static, password)
-                    .with_id(id)
-                    .at(format!("line {}", e.line)),
+        .flat_map(|e| {
+            userinfo::credentials(
+                cx,
+                e.login.as_deref().unwrap_or(""),
+                e.password.as_deref().unwrap_or("").as_bytes(),
+                |secret| cx.cred(Kind::Netrc, Lifetime::Static, secret),
+                |login| {
+                    Some(match login {
+                        Some(l) => format!("{} {l}", e.machine),
+                        None => e.machine.clone(),
+                    })
+                },
             )
+            .into_iter()
+            .map(move |c| c.at(format!("line {}", e.line)))
         })
         .take(MAX_CREDENTIALS)
         .collect()
@@ -175,49 +179,75 @@ pub(super) fn pgpass(cx: &Ctx<'_>, text: &str) -> Vec<Credential> {
             let [host, _port, _db, user, password] = f.as_slice() else {
                 return None;
             };
-            (!password.is_empty()).then(|| {
-                cx.cred(Kind::Pgpass, Lifetime::Static, password)
-                    .with_id(format!("{host} {user}"))
-                    .at(format!("line {}", i + 1))
-            })
+            let creds = userinfo::credentials(
+                cx,
+                user,
+                password.as_bytes(),
+                |secret| cx.cred(Kind::Pgpass, Lifetime::Static, secret),
+                |user| {
+                    Some(match user {
+                        Some(u) => format!("{host} {u}"),
+                        None => host.clone(),
+                    })
+                },
+            );
+            Some(
+                creds
+                    .into_iter()
+                    .map(move |c| c.at(format!("line {}", i + 1))),
+            )
         })
+        .flatten()
         .take(MAX_CREDENTIALS)
         .collect()
 }
 
-/// `https://user:token@host` lines. The lifetime is that of the token when its kind is
-/// known (a `ghs_` installation token is short-lived), else static.
+/// `https://user:token@host` lines (and `https://token@host`, a token as the user name). The
+/// lifetime of a password is that of the token when its kind is known (a `ghs_` installation
+/// token is short-lived), else static.
 pub(super) fn git_credentials(cx: &Ctx<'_>, text: &str) -> Vec<Credential> {
     text.lines()
         .enumerate()
         .filter_map(|(i, l)| {
             let u = dburl::parse(l)?;
-            let password = u.password?;
-            let lifetime = std::str::from_utf8(&password)
-                .ok()
-                .and_then(|p| tokens::credential(cx, p))
-                .map_or(Lifetime::Static, |c| c.lifetime);
             let host = u.host.rsplit('@').next().unwrap_or(&u.host).to_string();
-            let id = if u.user.is_empty() {
-                host
-            } else {
-                format!("{host} {}", u.user)
-            };
+            let creds = userinfo::credentials(
+                cx,
+                &u.user,
+                u.password.as_deref().unwrap_or_default(),
+                |secret| {
+                    let lifetime = std::str::from_utf8(secret)
+                        .ok()
+                        .and_then(|p| tokens::credential(cx, p))
+                        .map_or(Lifetime::Static, |c| c.lifetime);
+                    cx.cred(Kind::GitCredentials, lifetime, secret)
+                },
+                |user| {
+                    Some(match user {
+                        Some(user) => format!("{host} {user}"),
+                        None => host.clone(),
+                    })
+                },
+            );
             Some(
-                cx.cred(Kind::GitCredentials, lifetime, password)
-                    .with_id(id)
-                    .at(format!("line {}", i + 1)),
+                creds
+                    .into_iter()
+                    .map(move |c| c.at(format!("line {}", i + 1))),
             )
         })
+        .flatten()
         .take(MAX_CREDENTIALS)
         .collect()
 }
 
-/// Whether every entry line is a URL with a password (sniffing).
+/// Whether every entry line is a URL with a password or a secret-like user name (sniffing).
 pub(super) fn looks_like_git_credentials(text: &str) -> bool {
     let mut entries = text.lines().filter(|l| !l.trim().is_empty()).peekable();
     entries.peek().is_some()
-        && entries.all(|l| dburl::parse(l).is_some_and(|u| u.password.is_some()))
+        && entries.all(|l| {
+            dburl::parse(l)
+                .is_some_and(|u| u.password.is_some() || userinfo::is_secret_like(&u.user))
+        })
 }
 
 /// `.npmrc`: `//registry/:_authToken=...`, `_auth=base64(user:password)`,
@@ -244,17 +274,25 @@ pub(super) fn npmrc(cx: &Ctx<'_>, text: &str) -> Vec<Credential> {
             Some((scope, name)) => (scope.trim_start_matches('/').trim_end_matches('/'), name),
             None => ("", key),
         };
-        let secret: Vec<u8> = match name {
-            "_authToken" => value.as_bytes().to_vec(),
+        let npm = |secret: &[u8]| cx.cred(Kind::NpmToken, Lifetime::Static, secret);
+        let creds: Vec<Credential> = match name {
+            "_authToken" => vec![npm(value.as_bytes())],
+            // user:password; the user name may be the token itself.
             "_auth" => match b64::STANDARD.decode(value) {
                 Ok(d) => match d.iter().position(|&b| b == b':') {
-                    Some(p) => d[p + 1..].to_vec(),
+                    Some(p) => userinfo::credentials(
+                        cx,
+                        &String::from_utf8_lossy(&d[..p]),
+                        &d[p + 1..],
+                        npm,
+                        |_| None,
+                    ),
                     None => continue,
                 },
                 Err(_) => continue,
             },
             "_password" => match b64::STANDARD.decode(value) {
-                Ok(d) => d,
+                Ok(d) => vec![npm(&d)],
                 Err(_) => continue,
             },
             _ => continue,
@@ -264,11 +302,9 @@ pub(super) fn npmrc(cx: &Ctx<'_>, text: &str) -> Vec<Credential> {
         } else {
             format!("line {} {scope}", i + 1)
         };
-        out.push(
-            cx.cred(Kind::NpmToken, Lifetime::Static, secret)
-                .at(location),
-        );
+        out.extend(creds.into_iter().map(|c| c.at(location.clone())));
     }
+    out.truncate(MAX_CREDENTIALS);
     out
 }
 

@@ -30,6 +30,7 @@ mod lines;
 mod pem;
 mod ssh;
 mod tokens;
+mod userinfo;
 mod value;
 
 #[cfg(test)]
@@ -372,20 +373,24 @@ impl Classifier {
         file::classify(&self.ctx(now), content, path, env_hint)
     }
 
-    /// A bare value: an env var value (with its name) or a header value. `None` when it is
+    /// A bare value: an env var value (with its name) or a header value. Empty when it is
     /// not a credential: a name that is not secret-like and a value of no known pattern, or a
-    /// value that holds no secret (a database URL without a password, a file path).
+    /// value that holds no secret (a database URL without a password, a file path). Two when
+    /// a URL's user name is a token and its password a secret too.
     pub fn classify_value(
         &self,
         value: &str,
         env_name: Option<&str>,
         now: SystemTime,
-    ) -> Option<Credential> {
+    ) -> Vec<Credential> {
         let cx = self.ctx(now);
-        value::classify(&cx, value, env_name).map(|c| match env_name {
-            Some(n) => c.at(format!("env {n}")),
-            None => c,
-        })
+        value::classify(&cx, value, env_name)
+            .into_iter()
+            .map(|c| match env_name {
+                Some(n) => c.at(format!("env {n}")),
+                None => c,
+            })
+            .collect()
     }
 
     /// A whole environment (name, value pairs, as in /proc/PID/environ): every credential,
@@ -410,8 +415,10 @@ impl Classifier {
 
     /// An HTTP request header: `Authorization` (Bearer, Basic, token, AWS SigV4/SigV2),
     /// `x-api-key`, `private-token`, `x-vault-token`, `x-amz-security-token` and other
-    /// secret-like names, or any header whose value has a known token pattern.
-    pub fn classify_header(&self, name: &str, value: &str, now: SystemTime) -> Option<Credential> {
+    /// secret-like names, or any header whose value has a known token pattern. Empty when the
+    /// header holds no credential; two when a Basic user name is a token and the password a
+    /// secret too.
+    pub fn classify_header(&self, name: &str, value: &str, now: SystemTime) -> Vec<Credential> {
         header::classify(&self.ctx(now), name, value)
     }
 

@@ -48,6 +48,18 @@ pub(crate) fn fake(seed: u64, len: usize, alphabet: &str) -> String {
         .collect()
 }
 
+/// The one credential of a value or header that must hold exactly one.
+pub(crate) trait Only {
+    fn only(self) -> Credential;
+}
+
+impl Only for Vec<Credential> {
+    fn only(self) -> Credential {
+        assert_eq!(self.len(), 1, "want exactly one credential: {self:?}");
+        self.into_iter().next().unwrap()
+    }
+}
+
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -337,13 +349,8 @@ fn run(c: &Classifier, input: &Input) -> Result<Vec<Credential>, Skip> {
             hint,
             content,
         } => c.classify_file(content, path, *hint, now()),
-        Input::Value { name, value } => Ok(c
-            .classify_value(value, name.as_deref(), now())
-            .into_iter()
-            .collect()),
-        Input::Header { name, value } => {
-            Ok(c.classify_header(name, value, now()).into_iter().collect())
-        }
+        Input::Value { name, value } => Ok(c.classify_value(value, name.as_deref(), now())),
+        Input::Header { name, value } => Ok(c.classify_header(name, value, now())),
         Input::Env(vars) => {
             Ok(c.classify_env(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())), now()))
         }
@@ -499,6 +506,12 @@ fn corpus() -> Vec<Case> {
     }));
     let kc_password = fake(8, 24, ALNUM);
     let opaque = fake(9, 40, ALNUM);
+    let lower_digits = "abcdefghijklmnopqrstuvwxyz0123456789";
+    let bootstrap = format!(
+        "{}.{}",
+        fake(64, 6, lower_digits),
+        fake(65, 16, lower_digits)
+    );
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://k8s.example.com:6443\n    certificate-authority-data: {ca}\n\
          - name: dev\n  cluster:\n    server: https://dev.example.com\n\
@@ -510,6 +523,7 @@ fn corpus() -> Vec<Case> {
          - name: basic\n  user:\n    username: bob\n    password: \"{kc_password}\"\n\
          - name: eks\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, prod]\n\
          - name: opaque\n  user:\n    token: {opaque}\n\
+         - name: bootstrap\n  user:\n    token: {bootstrap}\n\
          - name: gke\n  user:\n    auth-provider:\n      name: gcp\n",
         ca = b64std(kc_cert.cert_pem.as_bytes()),
         cert = b64std(kc_cert.cert_pem.as_bytes()),
@@ -522,6 +536,7 @@ fn corpus() -> Vec<Case> {
             .secret(&bound)
             .secret(&kc_password)
             .secret(&opaque)
+            .secret(&bootstrap)
             .expect(e(
                 K::Kubeconfig,
                 Short,
@@ -538,7 +553,8 @@ fn corpus() -> Vec<Case> {
                 Short,
                 Some("https://k8s.example.com:6443 eks"),
             ))
-            .expect(e(K::Kubeconfig, Unknown, Some("opaque")))
+            .expect(e(K::Kubeconfig, Static, Some("opaque")))
+            .expect(e(K::Kubeconfig, Unknown, Some("bootstrap")))
             .expect(e(K::Kubeconfig, Short, Some("gke"))),
     );
     cases.push(
@@ -560,7 +576,8 @@ fn corpus() -> Vec<Case> {
                 Short,
                 Some("https://k8s.example.com:6443 eks"),
             ))
-            .expect(e(K::Kubeconfig, Unknown, Some("opaque")))
+            .expect(e(K::Kubeconfig, Static, Some("opaque")))
+            .expect(e(K::Kubeconfig, Unknown, Some("bootstrap")))
             .expect(e(K::Kubeconfig, Short, Some("gke"))),
     );
 
@@ -1218,6 +1235,164 @@ fn corpus() -> Vec<Case> {
         &format!("session={}", fake(46, 30, ALNUM)),
     ));
     cases.push(header("csrf", "X-CSRF-Token", &fake(47, 30, ALNUM)));
+
+    // A user name that is itself the credential (tokens and API keys sent as the user name
+    // with a placeholder or empty password, or next to a real password): classified as what
+    // it is, never part of an id; a placeholder password is no credential.
+    let user_ghp = format!("ghp_{}", fake(60, 36, ALNUM));
+    let user_key = fake(61, 32, ALNUM);
+    let user_pw = fake(62, 24, ALNUM);
+    let user_glpat = format!("glpat-{}", fake(63, 20, ALNUM));
+    let userpass = |u: &str, p: &str| b64std(format!("{u}:{p}").as_bytes());
+    cases.push(
+        header(
+            "basic: token user, x-oauth-basic",
+            "Authorization",
+            &format!("Basic {}", userpass(&user_ghp, "x-oauth-basic")),
+        )
+        .secret(&user_ghp[4..])
+        .expect(e(K::GithubToken, Static, Some("ghp"))),
+    );
+    cases.push(
+        header(
+            "basic: key user, X",
+            "Authorization",
+            &format!("Basic {}", userpass(&user_key, "X")),
+        )
+        .secret(&user_key)
+        .expect(e(K::GenericSecret, Unknown, None)),
+    );
+    cases.push(
+        header(
+            "basic: token user, empty password",
+            "Proxy-Authorization",
+            &format!("Basic {}", userpass(&user_ghp, "")),
+        )
+        .secret(&user_ghp[4..])
+        .expect(e(K::GithubToken, Static, Some("ghp"))),
+    );
+    cases.push(
+        header(
+            "basic: token user and a password",
+            "Authorization",
+            &format!("Basic {}", userpass(&user_ghp, &user_pw)),
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_pw)
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GenericSecret, Unknown, None)),
+    );
+    cases.push(
+        file(
+            "netrc: token logins",
+            "/home/dev/.netrc",
+            format!(
+                "machine github.com login {user_ghp} password x-oauth-basic\n\
+                 machine api.example.com\n  login {user_key}\n  password {user_pw}\n\
+                 machine gitlab.example.com login {user_glpat}\n"
+            ),
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_key)
+        .secret(&user_pw)
+        .secret(&user_glpat[6..])
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::Netrc, Static, Some("api.example.com")))
+        .expect(e(K::Netrc, Static, Some("api.example.com")))
+        .expect(e(K::GitlabToken, Static, Some("glpat"))),
+    );
+    let token_gitcreds = format!(
+        "https://{user_ghp}:x-oauth-basic@github.com\nhttps://{user_ghp}@github.com/org\n\
+         https://{user_key}@git.example.com\n"
+    );
+    cases.push(
+        file(
+            "git credentials: token users",
+            "/home/dev/.git-credentials",
+            token_gitcreds.clone(),
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_key)
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GitCredentials, Static, Some("git.example.com"))),
+    );
+    cases.push(
+        file(
+            "git credentials: token users sniffed",
+            "/tmp/gc2",
+            token_gitcreds,
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_key)
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::GitCredentials, Static, Some("git.example.com"))),
+    );
+    cases.push(
+        file(
+            "pgpass: token users",
+            "/home/dev/.pgpass",
+            format!("db.internal:5432:*:{user_key}:x\n*:*:*:{user_glpat}:{user_pw}\n"),
+        )
+        .secret(&user_key)
+        .secret(&user_glpat[6..])
+        .secret(&user_pw)
+        .expect(e(K::Pgpass, Static, Some("db.internal")))
+        .expect(e(K::GitlabToken, Static, Some("glpat")))
+        .expect(e(K::Pgpass, Static, Some("*"))),
+    );
+    cases.push(
+        file(
+            "docker: token users",
+            "/home/dev/.docker/config.json",
+            json!({"auths": {
+                "ghcr.io": {"auth": userpass(&user_ghp, "")},
+                "registry.example.com": {"auth": userpass(&user_key, "x")}
+            }})
+            .to_string(),
+        )
+        .secret(&user_ghp[4..])
+        .secret(&user_key)
+        .secret(userpass(&user_ghp, ""))
+        .secret(userpass(&user_key, "x"))
+        .expect(e(K::GithubToken, Static, Some("ghp")))
+        .expect(e(K::DockerAuth, Static, Some("registry.example.com"))),
+    );
+    cases.push(
+        value(
+            "database url: key user",
+            Some("DATABASE_URL"),
+            &format!("postgres://{user_key}@db.internal:5432/app"),
+        )
+        .secret(&user_key)
+        .expect(e(
+            K::DatabaseUrl,
+            Static,
+            Some("postgres://db.internal:5432"),
+        )),
+    );
+    cases.push(
+        value(
+            "database url: key user, x",
+            Some("DATABASE_URL"),
+            &format!("postgresql://{user_key}:x@db.internal/app"),
+        )
+        .secret(&user_key)
+        .expect(e(K::DatabaseUrl, Static, Some("postgresql://db.internal"))),
+    );
+    cases.push(Case {
+        label: "database url: token user and a password".into(),
+        input: Input::Env(vec![(
+            "DATABASE_URL".to_string(),
+            format!("postgres://{user_ghp}:{user_pw}@db.internal/app"),
+        )]),
+        secrets: vec![user_ghp[4..].to_string(), user_pw.clone()],
+        expect: vec![
+            e(K::GithubToken, Static, Some("ghp")),
+            e(K::DatabaseUrl, Static, Some("postgres://db.internal")),
+        ],
+    });
     cases
 }
 
@@ -1338,7 +1513,7 @@ fn fingerprints_have_the_format_and_depend_on_the_key() {
 fn json_output_shape() {
     let c = classifier();
     let token = jwt(json!({"iss": "i", "sub": "s", "iat": NOW_SECS, "exp": NOW_SECS + 60}));
-    let cred = c.classify_value(&token, Some("TOKEN"), now()).unwrap();
+    let cred = c.classify_value(&token, Some("TOKEN"), now()).only();
     let v: serde_json::Value = serde_json::to_value(&cred).unwrap();
     assert_eq!(v["kind"], "jwt");
     assert_eq!(v["lifetime"], "short_lived");
@@ -1348,7 +1523,7 @@ fn json_output_shape() {
     assert_eq!(v["location"], "env TOKEN");
     let bare = c
         .classify_value(&fake(1, 30, ALNUM), Some("X_SECRET"), now())
-        .unwrap();
+        .only();
     let v = serde_json::to_value(&bare).unwrap();
     assert!(v.get("expires_at").is_none() && v.get("id").is_none());
     for k in Kind::ALL {
@@ -1384,7 +1559,7 @@ fn netrc_password_matches_basic_auth_header() {
             &format!("Basic {}", b64std(format!("u:{pw}").as_bytes())),
             now(),
         )
-        .unwrap();
+        .only();
     assert_eq!(netrc.fingerprint, basic.fingerprint);
     let pg = one_file(&c, "/root/.pgpass", &format!("h:5432:*:u:{pw}\n"));
     assert_eq!(pg.fingerprint, basic.fingerprint);
@@ -1394,7 +1569,7 @@ fn netrc_password_matches_basic_auth_header() {
             Some("DATABASE_URL"),
             now(),
         )
-        .unwrap();
+        .only();
     assert_eq!(url.fingerprint, basic.fingerprint);
     let docker = one_file(
         &c,
@@ -1404,6 +1579,111 @@ fn netrc_password_matches_basic_auth_header() {
     assert_eq!(docker.fingerprint, basic.fingerprint);
     let git = one_file(&c, "/root/.git-credentials", &format!("https://u:{pw}@h\n"));
     assert_eq!(git.fingerprint, basic.fingerprint);
+}
+
+/// A token sent as the user name has the fingerprint of the same token anywhere else, and
+/// its kind, in every user:password form; no id holds it.
+#[test]
+fn token_user_name_matches_the_token_elsewhere() {
+    let c = classifier();
+    let ghp = format!("ghp_{}", fake(55, 36, ALNUM));
+    let key = fake(56, 32, ALNUM);
+    for token in [&ghp, &key] {
+        let bearer = c
+            .classify_header("Authorization", &format!("Bearer {token}"), now())
+            .only();
+        assert_eq!(bearer.fingerprint, c.fingerprint(token.as_bytes()));
+        let basic = |u: &str| format!("Basic {}", b64std(u.as_bytes()));
+        let forms: Vec<(&str, Credential)> = vec![
+            (
+                "basic x-oauth-basic",
+                c.classify_header(
+                    "Authorization",
+                    &basic(&format!("{token}:x-oauth-basic")),
+                    now(),
+                )
+                .only(),
+            ),
+            (
+                "basic X",
+                c.classify_header("Authorization", &basic(&format!("{token}:X")), now())
+                    .only(),
+            ),
+            (
+                "basic empty",
+                c.classify_header("Authorization", &basic(&format!("{token}:")), now())
+                    .only(),
+            ),
+            (
+                "netrc",
+                one_file(
+                    &c,
+                    "/root/.netrc",
+                    &format!("machine h login {token} password x-oauth-basic\n"),
+                ),
+            ),
+            (
+                "git-credentials with placeholder",
+                one_file(
+                    &c,
+                    "/root/.git-credentials",
+                    &format!("https://{token}:x-oauth-basic@h\n"),
+                ),
+            ),
+            (
+                "git-credentials without password",
+                one_file(
+                    &c,
+                    "/root/.git-credentials",
+                    &format!("https://{token}@h\n"),
+                ),
+            ),
+            (
+                "pgpass",
+                one_file(&c, "/root/.pgpass", &format!("h:5432:*:{token}:x\n")),
+            ),
+            (
+                "docker token:",
+                one_file(
+                    &c,
+                    "/root/.docker/config.json",
+                    &json!({"auths": {"h": {"auth": b64std(format!("{token}:").as_bytes())}}})
+                        .to_string(),
+                ),
+            ),
+            (
+                "docker token:x",
+                one_file(
+                    &c,
+                    "/root/.docker/config.json",
+                    &json!({"auths": {"h": {"auth": b64std(format!("{token}:x").as_bytes())}}})
+                        .to_string(),
+                ),
+            ),
+            (
+                "database url",
+                c.classify_value(&format!("postgres://{token}@h/db"), None, now())
+                    .only(),
+            ),
+            (
+                "database url with placeholder",
+                c.classify_value(&format!("mysql://{token}:x@h/db"), Some("DB_URL"), now())
+                    .only(),
+            ),
+        ];
+        for (form, cred) in forms {
+            assert_eq!(cred.fingerprint, bearer.fingerprint, "{form}");
+            if token == &ghp {
+                assert_eq!(
+                    (cred.kind, cred.lifetime, cred.id.as_deref()),
+                    (Kind::GithubToken, Lifetime::Static, Some("ghp")),
+                    "{form}"
+                );
+            }
+            let shown = format!("{cred} {}", serde_json::to_string(&cred).unwrap());
+            assert!(!shown.contains(&token[4..12]), "{form}: {shown}");
+        }
+    }
 }
 
 #[test]
@@ -1417,10 +1697,10 @@ fn bearer_token_matches_file_and_env() {
         let file = one_file(&c, "/run/secrets/api-token", &format!("  {token}\n"));
         let hdr = c
             .classify_header("authorization", &format!("Bearer  {token} "), now())
-            .unwrap();
+            .only();
         let env = c
             .classify_value(&format!("{token}\n"), Some("API_TOKEN"), now())
-            .unwrap();
+            .only();
         assert_eq!(file.fingerprint, hdr.fingerprint);
         assert_eq!(file.fingerprint, env.fingerprint);
         assert_eq!(file.fingerprint, c.fingerprint(token.as_bytes()));
@@ -1439,7 +1719,7 @@ fn aws_secret_matches_across_file_env_and_pairs() {
     );
     let env = c
         .classify_value(&secret, Some("AWS_SECRET_ACCESS_KEY"), now())
-        .unwrap();
+        .only();
     assert_eq!(file.fingerprint, env.fingerprint);
     let pair = c.classify_env(
         [
@@ -1458,7 +1738,7 @@ fn aws_secret_matches_across_file_env_and_pairs() {
             &format!("AWS4-HMAC-SHA256 Credential={akia}/20251009/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00"),
             now(),
         )
-        .unwrap();
+        .only();
     assert_eq!(sig.id, file.id);
     assert_eq!(
         sig.fingerprint,
@@ -1466,7 +1746,7 @@ fn aws_secret_matches_across_file_env_and_pairs() {
     );
     let id_env = c
         .classify_value(&akia, Some("AWS_ACCESS_KEY_ID"), now())
-        .unwrap();
+        .only();
     assert_eq!(id_env.fingerprint, sig.fingerprint);
 }
 
@@ -1515,7 +1795,7 @@ fn kubeconfig_token_equals_the_same_token_elsewhere() {
     let kube = one_file(&c, "/tmp/kc", &kc);
     let hdr = c
         .classify_header("Authorization", &format!("Bearer {token}"), now())
-        .unwrap();
+        .only();
     assert_eq!(kube.fingerprint, hdr.fingerprint);
     assert_eq!(hdr.kind, Kind::K8sSaTokenBound);
     assert_eq!(
@@ -1578,9 +1858,9 @@ fn garbage_inputs() {
             Err(Skip::Unrecognised),
             "{bad}"
         );
-        assert!(c.classify_value(bad, None, now()).is_none());
+        assert!(c.classify_value(bad, None, now()).is_empty());
         let h = c.classify_header("Authorization", &format!("Bearer {bad}"), now());
-        assert_eq!(h.map(|h| h.kind), Some(Kind::GenericSecret));
+        assert_eq!(h.only().kind, Kind::GenericSecret);
     }
 
     // Deep nesting.
@@ -1622,8 +1902,8 @@ fn garbage_inputs() {
     // Huge single line.
     let huge = "x".repeat(900_000);
     assert_eq!(f(huge.as_bytes(), "/x"), Err(Skip::Unrecognised));
-    assert!(c.classify_value(&huge, Some("SECRET"), now()).is_some());
-    assert!(c.classify_value(&huge, None, now()).is_none());
+    assert_eq!(c.classify_value(&huge, Some("SECRET"), now()).len(), 1);
+    assert!(c.classify_value(&huge, None, now()).is_empty());
 
     // Headers.
     for (n, v) in [
@@ -1635,7 +1915,7 @@ fn garbage_inputs() {
         ("Authorization", "Digest username=x"),
         ("", ""),
     ] {
-        assert!(c.classify_header(n, v, now()).is_none(), "{n}: {v}");
+        assert!(c.classify_header(n, v, now()).is_empty(), "{n}: {v}");
     }
 }
 
@@ -1661,6 +1941,27 @@ fn truncations_and_flips_never_panic() {
             let _ = c.classify_file(&flipped, "", None, now());
         }
     }
+}
+
+/// Values that give two credentials each (a URL with a token user and a password) do not take
+/// an environment past the cap.
+#[test]
+fn two_credentials_per_value_stay_within_the_cap() {
+    let c = classifier();
+    // One credential first, so that pairs end one past the cap.
+    let one = ("API_TOKEN".to_string(), fake(4999, 30, ALNUM));
+    let vars: Vec<(String, String)> = std::iter::once(one)
+        .chain((0..MAX_CREDENTIALS as u64).map(|i| {
+            let url = format!(
+                "postgres://ghp_{}:{}@db.internal/app",
+                fake(i, 36, ALNUM),
+                fake(i + 5000, 24, ALNUM)
+            );
+            (format!("DB_{i}_URL"), url)
+        }))
+        .collect();
+    let creds = c.classify_env(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())), now());
+    assert_eq!(creds.len(), MAX_CREDENTIALS);
 }
 
 /// Adversarial inputs of the maximum size (deep nesting, endless blocks, repeated prefixes)

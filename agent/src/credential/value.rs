@@ -63,38 +63,41 @@ fn kind_by_name(upper: &str) -> Option<(Kind, Lifetime)> {
 /// Longer values are not classified.
 const MAX_VALUE: usize = super::MAX_FILE_BYTES;
 
-/// A value, with its variable name when there is one.
-pub(super) fn classify(cx: &Ctx<'_>, value: &str, name: Option<&str>) -> Option<Credential> {
+/// A value, with its variable name when there is one: one credential, or two for a URL whose
+/// user name is a token and whose password is a secret too; none when it is no credential.
+pub(super) fn classify(cx: &Ctx<'_>, value: &str, name: Option<&str>) -> Vec<Credential> {
     let v = value.trim();
     if v.is_empty() || v.len() > MAX_VALUE {
-        return None;
+        return Vec::new();
     }
     let upper = name.map(str::to_ascii_uppercase);
     match upper.as_deref() {
         Some("AWS_ACCESS_KEY_ID") => {
             // Public: the key id, matched to its secret by id.
             return (v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .then(|| cx.aws_key_id(v));
+                .then(|| cx.aws_key_id(v))
+                .into_iter()
+                .collect();
         }
         Some("AWS_SECRET_ACCESS_KEY") => {
-            return Some(cx.cred(Kind::AwsAccessKey, Lifetime::Static, v));
+            return vec![cx.cred(Kind::AwsAccessKey, Lifetime::Static, v)];
         }
         Some("AWS_SESSION_TOKEN" | "AWS_SECURITY_TOKEN") => {
-            return Some(cx.cred(Kind::AwsSessionCredentials, Lifetime::ShortLived, v));
+            return vec![cx.cred(Kind::AwsSessionCredentials, Lifetime::ShortLived, v)];
         }
         Some("AZURE_CLIENT_SECRET") => {
-            return Some(cx.cred(Kind::AzureClientSecret, Lifetime::Static, v));
+            return vec![cx.cred(Kind::AzureClientSecret, Lifetime::Static, v)];
         }
         // A path to a key file, not a key (the file is classified when it is read).
-        Some("GOOGLE_APPLICATION_CREDENTIALS") if !v.starts_with('{') => return None,
+        Some("GOOGLE_APPLICATION_CREDENTIALS") if !v.starts_with('{') => return Vec::new(),
         _ => {}
     }
     if let Some(c) = tokens::credential(cx, v) {
-        return Some(c);
+        return vec![c];
     }
     match dburl::classify(cx, v) {
-        dburl::DbUrl::Credential(c) => return Some(c),
-        dburl::DbUrl::NoPassword => return None,
+        dburl::DbUrl::Credentials(creds) => return creds,
+        dburl::DbUrl::NoPassword => return Vec::new(),
         dburl::DbUrl::NotDb => {}
     }
     if v.starts_with('{')
@@ -103,7 +106,7 @@ pub(super) fn classify(cx: &Ctx<'_>, value: &str, name: Option<&str>) -> Option<
         && let Ok(mut creds) = gcp::classify(cx, &obj)
         && !creds.is_empty()
     {
-        return Some(creds.swap_remove(0));
+        return vec![creds.swap_remove(0)];
     }
     if v.contains("-----BEGIN ") {
         // PEM in a variable, often with literal \n escapes.
@@ -114,19 +117,19 @@ pub(super) fn classify(cx: &Ctx<'_>, value: &str, name: Option<&str>) -> Option<
                 .find(|c| c.kind != Kind::X509Certificate && c.kind != Kind::SpiffeSvid)
                 .or(creds.first())
         {
-            return Some(Credential {
+            return vec![Credential {
                 location: None,
                 ..c.clone()
-            });
+            }];
         }
     }
     if let Some((kind, lifetime)) = upper.as_deref().and_then(kind_by_name) {
-        return Some(cx.cred(kind, lifetime, v));
+        return vec![cx.cred(kind, lifetime, v)];
     }
     if name.is_some_and(|n| cx.c.env_names.is_secret_like(n)) && !is_trivial(v) {
-        return Some(cx.cred(Kind::GenericSecret, Lifetime::Unknown, v));
+        return vec![cx.cred(Kind::GenericSecret, Lifetime::Unknown, v)];
     }
-    None
+    Vec::new()
 }
 
 /// Every credential in a set of named values, pairing AWS_ACCESS_KEY_ID with
@@ -185,10 +188,12 @@ pub(super) fn classify_set(cx: &Ctx<'_>, entries: &[Entry<'_>]) -> Vec<Credentia
         if paired.iter().any(|p| p.eq_ignore_ascii_case(e.name)) {
             continue;
         }
-        if let Some(c) = classify(cx, e.value, Some(e.name)) {
+        for c in classify(cx, e.value, Some(e.name)) {
             out.push(c.at(e.location()));
         }
     }
+    // A value may give two (a URL with a token user and a password).
+    out.truncate(MAX_CREDENTIALS);
     out
 }
 

@@ -129,8 +129,9 @@ fn head(req: &Request<'_, '_>, method: &str, classifier: &Classifier, now: Syste
         .iter()
         .filter_map(|h| {
             let value = std::str::from_utf8(h.value).ok()?;
-            classifier.classify_header(h.name, value, now)
+            Some(classifier.classify_header(h.name, value, now))
         })
+        .flatten()
         .collect();
     HttpHead {
         method: method.to_string(),

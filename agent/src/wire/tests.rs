@@ -369,10 +369,9 @@ fn bearer_token_has_the_env_fingerprint() {
     let cred = &head.credentials[0];
     assert_eq!(cred.kind, Kind::GithubToken);
     assert_eq!(cred.location.as_deref(), Some("header authorization"));
-    let env = c
-        .classify_value(&token, Some("GITHUB_TOKEN"), now())
-        .expect("env form");
-    assert_eq!(cred.fingerprint, env.fingerprint);
+    let env = c.classify_value(&token, Some("GITHUB_TOKEN"), now());
+    assert_eq!(env.len(), 1, "env form: {env:?}");
+    assert_eq!(cred.fingerprint, env[0].fingerprint);
     assert_eq!(cred.fingerprint, c.fingerprint(token.as_bytes()));
 }
 
@@ -394,6 +393,82 @@ fn basic_auth_gives_the_user_as_id() {
     assert_eq!(cred.kind, Kind::GenericSecret);
     assert_eq!(cred.id.as_deref(), Some("deploy"));
     assert_eq!(cred.fingerprint, classifier().fingerprint(pw.as_bytes()));
+}
+
+/// Tokens and API keys sent as the Basic user name (`<token>:x-oauth-basic`, `<key>:X`,
+/// `<token>:`) are the credential: never the id, with the fingerprint of the same token in a
+/// Bearer header; the placeholder password is no credential; a real password next to a
+/// token user is a second credential.
+#[test]
+fn basic_auth_with_a_token_as_user_never_shows_it() {
+    let c = classifier();
+    let token = format!("ghp_{}", fake(20, 36, ALNUM));
+    let key = fake(21, 32, ALNUM);
+    let pw = fake(22, 24, ALNUM);
+    let request = |header: &str, userpass: &str| {
+        format!(
+            "GET /user HTTP/1.1\r\nHost: api.github.com\r\n{header}: Basic {}\r\n\r\n",
+            b64(userpass)
+        )
+    };
+    let bearer = |t: &str| c.fingerprint(t.as_bytes());
+    let cases = [
+        (
+            "Authorization",
+            format!("{token}:x-oauth-basic"),
+            vec![(Kind::GithubToken, Some("ghp"), bearer(&token))],
+        ),
+        (
+            "Authorization",
+            format!("{token}:"),
+            vec![(Kind::GithubToken, Some("ghp"), bearer(&token))],
+        ),
+        (
+            "Authorization",
+            format!("{key}:X"),
+            vec![(Kind::GenericSecret, None, bearer(&key))],
+        ),
+        (
+            "Proxy-Authorization",
+            format!("{key}:x"),
+            vec![(Kind::GenericSecret, None, bearer(&key))],
+        ),
+        (
+            "Authorization",
+            format!("{token}:{pw}"),
+            vec![
+                (Kind::GithubToken, Some("ghp"), bearer(&token)),
+                (Kind::GenericSecret, None, bearer(&pw)),
+            ],
+        ),
+    ];
+    for (header, userpass, want) in cases {
+        let req = request(header, &userpass);
+        let p = classify_payload(req.as_bytes(), &c, now());
+        assert_hidden(&p, &[&token[4..], &key, &pw, &b64(&userpass)]);
+        let head = head_of(p);
+        let got: Vec<_> = head
+            .credentials
+            .iter()
+            .map(|c| (c.kind, c.id.as_deref(), c.fingerprint.clone()))
+            .collect();
+        assert_eq!(got, want, "{header}: {userpass:.8}...");
+    }
+    // An ordinary user name stays the id.
+    for user in [
+        "x-access-token",
+        "git",
+        "oauth2",
+        "deploy-bot",
+        "alice@example.com",
+    ] {
+        let head = head_of(classify(
+            request("Authorization", &format!("{user}:{pw}")).as_bytes(),
+        ));
+        assert_eq!(head.credentials.len(), 1, "{user}");
+        assert_eq!(head.credentials[0].id.as_deref(), Some(user));
+        assert_eq!(head.credentials[0].fingerprint, bearer(&pw));
+    }
 }
 
 #[test]
