@@ -323,3 +323,76 @@ fn a_restart_on_the_same_state_continues_counts_without_duplicate_rows() {
     assert_eq!(matching[0]["uses"], counts[1], "{rows:?}");
     assert_eq!(matching[0]["shared_by"], 1, "{rows:?}");
 }
+
+#[test]
+fn a_token_sent_as_a_user_name_is_the_credential_and_never_an_id() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("keytrail.db");
+    let mut agent = Agent::launch(Launch {
+        state: Some(&state),
+        ..Launch::default()
+    });
+    let server = TlsServer::start("127.0.0.1");
+    let token = format!("ghp_{}", random(ALNUM, 36));
+    // The forms a token takes as a user name: a netrc login with a placeholder password (read
+    // by curl --netrc from a job's home), and the same token in the Basic header it sends.
+    let home = tempfile::Builder::new()
+        .prefix("kt-job-")
+        .tempdir()
+        .unwrap();
+    let netrc = home.path().join(".netrc");
+    std::fs::write(
+        &netrc,
+        format!("machine api.example.test login {token} password x-oauth-basic\n"),
+    )
+    .unwrap();
+    let cgroup = CgroupGuard::new("token-user");
+    let url = format!("https://api.example.test:{}/", server.port);
+    let resolve = format!("api.example.test:{}:127.0.0.1", server.port);
+    let (pid, out) = keytrail_tests::run_in_cgroup(
+        &cgroup,
+        "curl",
+        &[
+            "-sk",
+            "--netrc",
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            &url,
+        ],
+        &[("HOME", home.path().to_str().unwrap()), PATH],
+    );
+    assert!(out.status.success(), "curl: {out:?}");
+    let file = agent.wait_for("the netrc read", |e| {
+        e["process.pid"] == pid && e["file.path"] == netrc.to_str().unwrap()
+    });
+    assert_eq!(file["keytrail.credential.kind"], "github_token", "{file}");
+    let fp = file["keytrail.credential.fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wire = agent.wait_for("the use with the token on the wire", |e| {
+        e["event.name"] == "keytrail.credential.use"
+            && e["process.pid"] == pid
+            && e["keytrail.evidence"] == "wire"
+    });
+    // The Basic header's user name is the same credential as the netrc login.
+    assert_eq!(
+        wire["keytrail.credential.fingerprint"],
+        fp.as_str(),
+        "{wire}"
+    );
+    let run = agent.stop();
+    for e in run.events.iter().filter(|e| e["process.pid"] == pid) {
+        let id = e["keytrail.credential.id"].as_str().unwrap_or("");
+        assert!(!id.contains("ghp_") || id == "ghp", "{e}");
+    }
+    assert_no_leak_anywhere(&run, &state, &token);
+    for format in ["table", "json", "csv", "markdown"] {
+        let out = report(&state, &["--format", format, "--only", "all"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_no_leak(&format!("report --format {format}"), &text, &token);
+    }
+}
