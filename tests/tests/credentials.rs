@@ -207,6 +207,17 @@ fn reading_another_process_environment_is_reported_with_its_target() {
             >= 0
     );
 
+    let task_environ = format!("/proc/{0}/task/{0}/environ", target.pid());
+    assert!(
+        reader
+            .run(&format!("open {task_environ}"))
+            .parse::<i64>()
+            .unwrap()
+            >= 0
+    );
+    agent.wait_for("the task environ read", |e| {
+        e["file.path"] == task_environ.as_str() && e["process.pid"] == reader.pid()
+    });
     let e = agent.wait_for("the environ read", |e| {
         e["file.path"] == environ.as_str() && e["process.pid"] == reader.pid()
     });
@@ -233,6 +244,14 @@ fn reading_another_process_environment_is_reported_with_its_target() {
     assert!(
         mine.iter()
             .any(|e| e["keytrail.credential.id"] == id.as_str()),
+        "{mine:#?}"
+    );
+    // The same file through the task directory of the target's main thread.
+    let task_environ = format!("/proc/{0}/task/{0}/environ", target.pid());
+    assert!(
+        mine.iter().any(|e| e["file.path"] == task_environ.as_str()
+            && e["keytrail.credential.source"] == "proc_environ"
+            && e["keytrail.credential.id"] == id.as_str()),
         "{mine:#?}"
     );
     let all: String = run.events.iter().map(|e| e.to_string()).collect();
