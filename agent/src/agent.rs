@@ -317,9 +317,14 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let mut files = FileAccess::new(rules, cgroup_filter.clone(), config.output.dedup_window);
     let homes = files.add_system_homes(host_homes(&mut inspector), &counters.files);
     watch_homes(&mut probes, &homes, &[]);
+    let by_identity = config.watch.by_identity;
     if let Some(ns) = crate::rootfs::mount_ns(1) {
         files.first_look_at(ns);
-        let trees = files.watched_trees();
+        let trees = if by_identity {
+            files.watched_trees()
+        } else {
+            Vec::new()
+        };
         for (ino, dev) in inspector.seed_known(1, ns, &trees, SystemTime::now()) {
             if let Err(error) = probes.know_file(ino, dev, false) {
                 tracing::warn!(%error, "could not add a credential file to the kernel's known files");
@@ -341,6 +346,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         files,
         inspector,
         first_seen: FirstSeen::default(),
+        by_identity,
         clock: BootClock::now(),
         libcs,
         probe_tx,
@@ -448,6 +454,8 @@ struct Pipeline {
     correlator: Correlator,
     inspector: Inspector,
     first_seen: FirstSeen,
+    /// Known credential files go into the kernel's identity check.
+    by_identity: bool,
     clock: BootClock,
     /// None when the getenv probe is off.
     libcs: Option<LibcFinder>,
@@ -556,7 +564,11 @@ impl Pipeline {
                 let homes = crate::homes::passwd_homes(&String::from_utf8_lossy(&passwd));
                 add.extend(self.files.add_system_homes(homes, &counters.files));
             }
-            let trees = self.files.watched_trees();
+            let trees = if self.by_identity {
+                self.files.watched_trees()
+            } else {
+                Vec::new()
+            };
             for (ino, dev) in self
                 .inspector
                 .seed_known(h.pid, ns, &trees, SystemTime::now())
@@ -718,7 +730,9 @@ impl Pipeline {
                 if let Some(Err(e)) = inspection.as_ref().map(|i| &i.content) {
                     counters.files.count_unreadable(e);
                 }
-                if let (Some((ino, dev)), reset) = self.inspector.take_known() {
+                if let (Some((ino, dev)), reset) = self.inspector.take_known()
+                    && self.by_identity
+                {
                     let _ = self
                         .probe_tx
                         .send(ProbeRequest::KnowFile { ino, dev, reset });

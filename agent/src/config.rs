@@ -253,7 +253,20 @@ const MAX_ENV_LIST: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct WatchConfig {
     /// Globs of credential files; see default.yaml for the syntax.
+    #[serde(default = "default_watch_paths")]
     pub paths: Vec<String>,
+    /// Check every open against the files known to hold credentials (by inode), so that
+    /// another name for one (hard link, bind mount, symlink, spelling) is reported too.
+    #[serde(default = "default_by_identity")]
+    pub by_identity: bool,
+}
+
+const fn default_by_identity() -> bool {
+    true
+}
+
+fn default_watch_paths() -> Vec<String> {
+    Config::embedded().watch.paths
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -64,18 +64,14 @@ pub fn resolve_from(btf: &Btf) -> Resolved {
     match (
         field("task_struct", &["files"]),
         field("files_struct", &["fdt"]),
-        field("fdtable", &["max_fds"]),
+        field("files_struct", &["fdtab"]),
+        field("files_struct", &["fd_array"]),
         field("fdtable", &["fd"]),
         field("file", &["f_inode"]),
     ) {
-        (Some(a), Some(b), Some(c), Some(d), Some(e)) => {
-            (
-                o.task_files,
-                o.files_fdt,
-                o.fdt_max_fds,
-                o.fdt_fd,
-                o.file_inode,
-            ) = (a, b, c, d, e);
+        (Some(a), Some(b), Some(c), Some(d), Some(e), Some(f)) => {
+            (o.task_files, o.files_fdt, o.files_fdtab, o.files_fd_array) = (a, b, c, d);
+            (o.fdt_fd, o.file_inode) = (e, f);
             o.valid |= offsets_valid::FILES;
         }
         _ => r

@@ -202,10 +202,12 @@ pub struct KernelOffsets {
     pub task_fs: u32,
     pub fs_pwd_dentry: u32,
     pub dentry_inode: u32,
-    /// `task_struct.files`, `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`, `file.f_inode`.
+    /// `task_struct.files`, `files_struct.fdt`, `files_struct.fdtab` (the table a process with
+    /// few descriptors uses, embedded: its `fd` is `files_struct.fd_array`), `fdtable.fd`,
+    /// `file.f_inode`.
     pub task_files: u32,
     pub files_fdt: u32,
-    pub fdt_max_fds: u32,
+    pub files_fdtab: u32,
     pub fdt_fd: u32,
     pub file_inode: u32,
     /// `inode.i_ino`, `inode.i_sb`, `super_block.s_dev`.
@@ -219,7 +221,9 @@ pub struct KernelOffsets {
     pub pid_numbers_ns: u32,
     pub upid_size: u32,
     pub pid_ns_inum: u32,
-    pub _reserved: [u32; 4],
+    /// `files_struct.fd_array`.
+    pub files_fd_array: u32,
+    pub _reserved: [u32; 3],
 }
 
 /// Bits of [`KernelOffsets::valid`].

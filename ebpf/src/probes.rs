@@ -231,9 +231,10 @@ fn fd_identity(fd: i64) -> (u64, u32) {
 }
 
 /// The `struct inode *` of the file the current task holds open as `fd`, and its number;
-/// (0, 0) if unknown. Five dependent reads (task -> files -> fdt -> fd[] -> file -> inode): the
-/// descriptor was just returned by open, so no bound check against `max_fds` is needed (a
-/// wrong read is only a failed read).
+/// (0, 0) if unknown. Dependent reads task -> files -> fdt -> file -> inode -> number; the
+/// descriptor array is read only when the process has outgrown the table embedded in its
+/// `files_struct` (whose array sits at a known offset). The descriptor was just returned by
+/// open, so no bound check against `max_fds` is needed (a wrong read is only a failed read).
 #[inline(always)]
 fn fd_inode(fd: i64) -> (u64, u64) {
     let Some(o) = offsets() else { return (0, 0) };
@@ -243,7 +244,11 @@ fn fd_inode(fd: i64) -> (u64, u64) {
     }
     let files = kernel_u64(current_task(), o.task_files).unwrap_or(0);
     let fdt = kernel_u64(files, o.files_fdt).unwrap_or(0);
-    let array = kernel_u64(fdt, o.fdt_fd).unwrap_or(0);
+    let array = if files != 0 && fdt == files + o.files_fdtab as u64 {
+        files + o.files_fd_array as u64
+    } else {
+        kernel_u64(fdt, o.fdt_fd).unwrap_or(0)
+    };
     let file = kernel_u64(array, (fd as u32) * 8).unwrap_or(0);
     let inode = kernel_u64(file, o.file_inode).unwrap_or(0);
     (inode, kernel_u64(inode, o.inode_ino).unwrap_or(0))

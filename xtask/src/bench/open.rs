@@ -68,24 +68,28 @@ enum Setup {
     None,
     Floor,
     Agent,
+    /// The agent without the identity check at every open's exit (`watch.by_identity: false`).
+    AgentByPath,
 }
 
 impl Setup {
-    const ALL: [Setup; 3] = [Setup::None, Setup::Floor, Setup::Agent];
+    const ALL: [Setup; 4] = [Setup::None, Setup::Floor, Setup::Agent, Setup::AgentByPath];
 
     fn name(self) -> &'static str {
         match self {
             Setup::None => "none",
             Setup::Floor => "floor",
             Setup::Agent => "agent",
+            Setup::AgentByPath => "agent-by-path",
         }
     }
 
-    fn attach(self) -> Attach<'static> {
+    fn attach(self, by_path: &std::path::Path) -> Attach<'_> {
         match self {
             Setup::None => Attach::None,
             Setup::Floor => Attach::Floor(FLOOR_FAMILY),
             Setup::Agent => Attach::Agent(None),
+            Setup::AgentByPath => Attach::Agent(Some(by_path)),
         }
     }
 }
@@ -118,7 +122,10 @@ impl Loop {
 }
 
 /// `samples[loop][setup]`, one entry per round.
-type Samples = [[Vec<Sample>; 3]; 3];
+type Samples = [[Vec<Sample>; 4]; 3];
+
+/// The configuration of the `agent-by-path` setup.
+const BY_PATH_CONFIG: &str = "watch:\n  by_identity: false\n";
 
 pub fn run(opts: Options) -> Result<()> {
     let (mut bencher, open_loop) =
@@ -133,6 +140,9 @@ pub fn run(opts: Options) -> Result<()> {
         "GITHUB_TOKEN=ghp_kEyTrAiLbEnChMaRkToKeN0123456789ab\n",
     )?;
 
+    let by_path = bencher.dir().join("by-path.yaml");
+    fs::write(&by_path, BY_PATH_CONFIG)?;
+
     let mut samples: Samples = Default::default();
     interleave(opts.rounds, &Loop::ALL, &Setup::ALL, |round, lp, setup| {
         // `sh -c 'cat KNOWN >/dev/null; exec open_loop FILE N'` in every setup alike.
@@ -144,7 +154,7 @@ pub fn run(opts: Options) -> Result<()> {
             .arg(&open_loop)
             .arg(bencher.dir().join(lp.file()))
             .arg(opts.iterations.to_string());
-        let sample = bencher.measure(setup.attach(), &mut cmd)?;
+        let sample = bencher.measure(setup.attach(&by_path), &mut cmd)?;
         log_sample(round, opts.rounds, setup.name(), lp.file(), &sample);
         samples[lp as usize][setup as usize].push(sample);
         Ok(())
@@ -187,12 +197,15 @@ fn report(opts: &Options, samples: &Samples) -> (String, usize) {
     let _ = writeln!(w, "## ns per open()+close()\n");
     let _ = writeln!(
         w,
-        "| loop | none | floor | agent | floor/none | agent/none | agent/floor \
-         | kernel events/open | records/open | dropped |"
+        "| loop | none | floor | agent | agent-by-path | floor/none | agent/none | agent/floor \
+         | agent-by-path/floor | kernel events/open | records/open | dropped |"
     );
-    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        w,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for lp in Loop::ALL {
-        let [none, floor, agent] = &samples[lp as usize];
+        let [none, floor, agent, by_path] = &samples[lp as usize];
         let opens = opens_per_run(opts.iterations) as f64;
         let received = median(
             agent
@@ -210,14 +223,16 @@ fn report(opts: &Options, samples: &Samples) -> (String, usize) {
         );
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             lp.label(),
             fmt(ns(none), 0),
             fmt(ns(floor), 0),
             fmt(ns(agent), 0),
+            fmt(ns(by_path), 0),
             fmt(ratio(floor, none), 3),
             fmt(ratio(agent, none), 3),
             fmt(ratio(agent, floor), 3),
+            fmt(ratio(by_path, floor), 3),
             fmt(received, 3),
             fmt(records, 3),
             dropped(agent),
@@ -225,7 +240,9 @@ fn report(opts: &Options, samples: &Samples) -> (String, usize) {
     }
     let _ = writeln!(
         w,
-        "\nLast three columns, for the agent: kernel events/open is `{EVENTS_RECEIVED_KEY}` per \
+        "\nagent-by-path: the agent with `watch.by_identity: false` (no identity check at \
+         open exit).\n\n\
+         Last three columns, for the agent: kernel events/open is `{EVENTS_RECEIVED_KEY}` per \
          open (warm-up included); records/open counts the lines it wrote, stats lines excluded \
          (repeated accesses may be deduplicated); dropped is the sum of \
          `{PROBE_KEY_PREFIX}*{DROPPED_SUFFIX}` over all rounds.\n"
@@ -239,7 +256,7 @@ fn report(opts: &Options, samples: &Samples) -> (String, usize) {
     let _ = writeln!(w);
     let _ = writeln!(w, "|---|{}", "---:|".repeat(PROGRAM_PAIRS.len() * 2));
     for lp in Loop::ALL {
-        let [_, floor, agent] = &samples[lp as usize];
+        let [_, floor, agent, _] = &samples[lp as usize];
         let _ = write!(w, "| {} |", lp.label());
         for (floor_prog, agent_prog) in PROGRAM_PAIRS {
             let _ = write!(
@@ -253,7 +270,7 @@ fn report(opts: &Options, samples: &Samples) -> (String, usize) {
     }
     let _ = writeln!(w);
 
-    let rows = [Setup::Floor, Setup::Agent].map(|setup| {
+    let rows = [Setup::Floor, Setup::Agent, Setup::AgentByPath].map(|setup| {
         (
             setup.name(),
             Loop::ALL
