@@ -14,6 +14,9 @@
 //!   symlink TARGET LINK    create the symlink LINK -> TARGET (and LINK's parents)
 //!   chroot DIR             chroot(2) into DIR and chdir to /
 //!   fork-open PATH         fork a child that opens PATH and exits at once; reap it
+//!   bind SRC DST           bind-mount SRC on DST (files or directories)
+//!   map PATH               map PATH read-only and keep it mapped (it shows in our maps)
+//!   spawn PROGRAM ARGS...  run PROGRAM to completion (an exec in our mount namespace); its pid
 //!   exit
 
 use std::{
@@ -131,6 +134,56 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
             }
             let mut status = 0;
             unsafe { libc::waitpid(pid, &mut status, 0) };
+            Ok(pid.to_string())
+        }
+        "bind" => {
+            let (src, dst) = (cstr(arg(0)?)?, cstr(arg(1)?)?);
+            check(
+                unsafe {
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    )
+                },
+                "bind mount",
+            )?;
+            Ok(String::new())
+        }
+        "map" => {
+            let file = std::fs::File::open(arg(0)?).map_err(|e| e.to_string())?;
+            let len = file.metadata().map_err(|e| e.to_string())?.len() as usize;
+            // SAFETY: a fresh private read-only mapping of an open file; never unmapped, so it
+            // stays in /proc/self/maps for as long as the workload runs.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len.max(1),
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    0,
+                )
+            };
+            if addr == libc::MAP_FAILED {
+                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+            }
+            Ok(String::new())
+        }
+        "spawn" => {
+            let mut child = std::process::Command::new(arg(0)?)
+                .args(&args[1..])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            let pid = child.id();
+            let status = child.wait().map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err(format!("{}: {status}", args[0]));
+            }
             Ok(pid.to_string())
         }
         "chdir" => std::env::set_current_dir(arg(0)?)
