@@ -349,6 +349,14 @@ impl Probes {
 
     /// Attaches the SSL_write uprobe to SSL_write and SSL_write_ex of a libssl.
     pub fn attach_tls_write(&mut self, lib: &ResolvedLibrary) -> Result<usize, String> {
+        // Not a libssl after all (a workload's file by that name): one failure, one warning.
+        if TLS_WRITE_SYMBOLS.iter().all(|s| lib.offset(s).is_none()) {
+            self.tls_attach_failed += 1;
+            return Err(format!(
+                "{} not defined in the library",
+                TLS_WRITE_SYMBOLS.join(" and ")
+            ));
+        }
         // Without the free hook a reused SSL address would hide later connections' writes.
         if self.attached.contains(&TLS_FREE_PROGRAM)
             && let Err(e) = self.attach_symbols(TLS_FREE_PROGRAM, TLS_FREE_SYMBOLS, lib)

@@ -207,7 +207,10 @@ fn a_mapped_library_whose_debuglink_names_a_fifo_does_not_hold_up_readiness() {
     // The startup scan finds the library in the holder's maps.
     let mut agent = Agent::start(Some(CONNECTIONS_ON));
     let found_at = format!("/proc/{}/root{}", holder.pid(), crafted.lib.display());
-    not_attached_warning(&mut agent, &[found_at]);
+    not_attached_warning(&mut agent, std::slice::from_ref(&found_at));
+    let log = agent.log();
+    let warnings = log.lines().filter(|l| l.contains(&found_at)).count();
+    assert_eq!(warnings, 1, "one warning per library:\n{log}");
 
     credential_read_is_reported(&mut agent, "lib-start-reader");
     bearer_token_is_seen_on_the_wire(&mut agent, "lib-start-curl");
