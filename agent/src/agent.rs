@@ -22,7 +22,7 @@ use crate::{
     fingerprint_key::{KeyError, KeySource, load_key},
     inspect::Inspector,
     inventory::{Inventory, InventoryError},
-    libc::{LibcFile, LibcFinder, Library},
+    libc::{LibcFile, LibcFinder, Library, Resolution, SymbolReader},
     net::{NetAccess, NetOutcome},
     probes::{self, ProbeError, Probes},
     procs::{ProcInfo, ProcessTable},
@@ -99,8 +99,9 @@ pub fn classifier(config: &Config, state: &std::path::Path) -> Result<Classifier
 
 /// What the pipeline asks of the probes, which the main task owns.
 enum ProbeRequest {
-    /// Attach the getenv or SSL_write uprobe to a newly found library.
-    AttachLibrary(LibcFile),
+    /// Attach the getenv or SSL_write uprobe to a newly found library whose symbols were read
+    /// (or count and report one that could not be read).
+    AttachLibrary(Resolution),
     /// Stop copying a connection's payload (its handshake was found).
     ForgetConnection(u64),
     /// Drop an exited process's getenv de-duplication keys.
@@ -123,7 +124,7 @@ enum ProbeRequest {
 impl ProbeRequest {
     fn apply(self, probes: &mut Probes) {
         match self {
-            ProbeRequest::AttachLibrary(lib) => attach_library(probes, &lib),
+            ProbeRequest::AttachLibrary(lib) => attach_library(probes, lib),
             ProbeRequest::ForgetConnection(cookie) => probes.forget_connection(cookie),
             ProbeRequest::ForgetGetenv(keys) => probes.forget_getenv(&keys),
             ProbeRequest::ExactPaths { add, remove } => {
@@ -212,10 +213,33 @@ fn host_homes(inspector: &mut Inspector) -> Vec<String> {
 const PASSWD: &str = "/etc/passwd";
 const PASSWD_CAP: u64 = 256 * 1024;
 
-fn attach_library(probes: &mut Probes, lib: &LibcFile) {
-    let (probe, result) = match lib.library {
-        Library::Libc => ("getenv", probes.attach_getenv(&lib.attach_path())),
-        Library::Libssl => ("SSL_write", probes.attach_tls_write(&lib.attach_path())),
+fn probe_of(library: Library) -> &'static str {
+    match library {
+        Library::Libc => "getenv",
+        Library::Libssl => "SSL_write",
+    }
+}
+
+/// Attaches to a library at the offsets read from it: only kernel calls, nothing that reads
+/// the workload's file.
+fn attach_library(probes: &mut Probes, resolution: Resolution) {
+    let lib = match resolution {
+        Ok(lib) => lib,
+        Err(skipped) => {
+            probes.count_unreadable(skipped.library);
+            tracing::warn!(
+                library = %skipped.found_at,
+                reason = %skipped.reason,
+                probe = probe_of(skipped.library),
+                "uprobe not attached to this library: its symbols could not be read"
+            );
+            return;
+        }
+    };
+    let probe = probe_of(lib.library);
+    let result = match lib.library {
+        Library::Libc => probes.attach_getenv(&lib),
+        Library::Libssl => probes.attach_tls_write(&lib),
     };
     match result {
         Ok(n) => tracing::info!(library = %lib.found_at, symbols = n, probe, "uprobe attached"),
@@ -223,6 +247,65 @@ fn attach_library(probes: &mut Probes, lib: &LibcFile) {
             tracing::warn!(library = %lib.found_at, %error, probe, "uprobe not attached to this library")
         }
     }
+}
+
+/// The libraries on the host and in every running process, their symbols read off the main
+/// task. Waits at most one read timeout (readiness is not held up longer): a scan that takes
+/// longer is given up (libraries are then found as processes start), and libraries still
+/// being read then are attached through `probe_tx` when they are done.
+async fn attach_startup_libraries(
+    probes: &mut Probes,
+    wanted: &[Library],
+    reader: &SymbolReader,
+    probe_tx: &mpsc::UnboundedSender<ProbeRequest>,
+) -> LibcFinder {
+    let deadline = tokio::time::Instant::now() + reader.read_timeout();
+    let mut finder = LibcFinder::new(wanted);
+    let scan = tokio::task::spawn_blocking(move || {
+        let found = finder.scan_all();
+        (finder, found)
+    });
+    let (finder, found) = match tokio::time::timeout_at(deadline, scan).await {
+        Ok(Ok(scanned)) => scanned,
+        _ => {
+            tracing::warn!(
+                timeout = ?reader.read_timeout(),
+                "the startup scan for libraries did not finish in time; libraries are looked for as processes start"
+            );
+            return LibcFinder::new(wanted);
+        }
+    };
+    let reads: Vec<_> = found
+        .into_iter()
+        .map(|lib| {
+            let reader = reader.clone();
+            tokio::spawn(async move { reader.read(lib).await })
+        })
+        .collect();
+    let mut late = Vec::new();
+    for mut read in reads {
+        match tokio::time::timeout_at(deadline, &mut read).await {
+            Ok(Ok(resolution)) => attach_library(probes, resolution),
+            // A panic in the read, already reported by the runtime.
+            Ok(Err(_)) => {}
+            Err(_) => late.push(read),
+        }
+    }
+    if !late.is_empty() {
+        tracing::info!(
+            libraries = late.len(),
+            "libraries still being read at readiness; their uprobes attach when they are"
+        );
+        for read in late {
+            let tx = probe_tx.clone();
+            tokio::spawn(async move {
+                if let Ok(resolution) = read.await {
+                    let _ = tx.send(ProbeRequest::AttachLibrary(resolution));
+                }
+            });
+        }
+    }
+    finder
 }
 
 /// Runs the agent until `shutdown` completes or the duration passes.
@@ -270,12 +353,13 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     if probes.tls_write_loaded() {
         wanted.push(Library::Libssl);
     }
-    let mut libcs = (!wanted.is_empty()).then(|| LibcFinder::new(&wanted));
-    if let Some(finder) = &mut libcs {
-        for lib in finder.scan_all() {
-            attach_library(&mut probes, &lib);
-        }
-    }
+    let symbols = SymbolReader::default();
+    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+    let libcs = if wanted.is_empty() {
+        None
+    } else {
+        Some(attach_startup_libraries(&mut probes, &wanted, &symbols, &probe_tx).await)
+    };
 
     // Kubernetes pod watcher (when enabled): its index names the pipeline's records; stops on drop.
     let _kubernetes = crate::k8s::start(&config.kubernetes);
@@ -331,7 +415,6 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             }
         }
     }
-    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
     let pipeline = Pipeline {
         procs: ProcessTable::new(),
         cgroups,
@@ -349,6 +432,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         by_identity,
         clock: BootClock::now(),
         libcs,
+        symbols,
         probe_tx,
     };
     let pipeline_task = tokio::spawn(pipeline.run(event_rx, fanout.clone(), Arc::clone(&counters)));
@@ -459,6 +543,8 @@ struct Pipeline {
     clock: BootClock,
     /// None when the getenv probe is off.
     libcs: Option<LibcFinder>,
+    /// Reads the symbols of the libraries found, off this task.
+    symbols: SymbolReader,
     probe_tx: mpsc::UnboundedSender<ProbeRequest>,
 }
 
@@ -511,9 +597,13 @@ impl Pipeline {
         }
     }
 
+    /// Has the symbols of each library read off this task, then attached by the main task.
     fn attach_libcs(&self, found: Vec<LibcFile>) {
         for lib in found {
-            let _ = self.probe_tx.send(ProbeRequest::AttachLibrary(lib));
+            let (reader, tx) = (self.symbols.clone(), self.probe_tx.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(ProbeRequest::AttachLibrary(reader.read(lib).await));
+            });
         }
     }
 
@@ -755,8 +845,16 @@ pub async fn run_floor(family: &str, shutdown: impl Future<Output = ()>) -> Resu
     probes::ensure_tracefs()?;
     let mut probes = Probes::load_floor(family)?;
     if family == "getenv" {
+        let reader = SymbolReader::default();
         for lib in LibcFinder::new(&[Library::Libc]).scan_all() {
-            probes.attach_uprobe(probes::FLOOR_GETENV_PROGRAM, &lib.attach_path())?;
+            match reader.read(lib).await {
+                Ok(lib) => probes.attach_uprobe(probes::FLOOR_GETENV_PROGRAM, &lib)?,
+                Err(skipped) => tracing::warn!(
+                    library = %skipped.found_at,
+                    reason = %skipped.reason,
+                    "uprobe not attached to this library: its symbols could not be read"
+                ),
+            }
         }
     }
     let counters = AgentCounters::default();

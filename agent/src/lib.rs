@@ -3,7 +3,8 @@
 //! `probes` (load/attach) -> `events` (ring buffer decode) -> `procs` / `workload` (who) ->
 //! `files` (file opens) and `env` (environment variables) -> access records -> `sink` (JSON
 //! lines). `watch` compiles the watch rules for both the kernel prefilter and the exact match;
-//! `libc` finds the libcs the getenv probe attaches to; `agent` wires the stages together.
+//! `libc` finds the libcs the getenv probe attaches to and `elf` reads where in them;
+//! `agent` wires the stages together.
 
 pub mod agent;
 pub mod classify;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod correlate;
 pub mod credential;
 pub mod dedup;
+pub mod elf;
 pub mod env;
 pub mod env_paths;
 pub mod events;

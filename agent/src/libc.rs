@@ -7,16 +7,26 @@
 //! run time, the standard locations inside the root of each new mount namespace (at its first
 //! exec, before the loader maps anything) and, a moment after exec, the maps of the first
 //! processes of each mount namespace (libcs in unusual places).
+//!
+//! A library found is the workload's file: [`SymbolReader`] reads where the probed functions
+//! are in it (see `elf`) on the blocking pool, a few files at a time and each within a time
+//! limit, so a slow or crafted file costs a warning and never holds up the agent.
 
 use std::{
     collections::{HashMap, HashSet},
     fs::File,
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::rootfs;
+use tokio::sync::Semaphore;
+
+use crate::{
+    elf::{self, ElfError},
+    probes, rootfs,
+};
 
 /// Processes per mount namespace whose maps are read after exec.
 const MAPS_CHECKS_PER_NAMESPACE: u32 = 16;
@@ -25,6 +35,15 @@ pub const MAPS_CHECK_DELAY: Duration = Duration::from_millis(100);
 /// Distinct libc files attached at most.
 const MAX_LIBRARIES: usize = 1024;
 
+/// How long reading one library's symbols may take, once a reader has it, before the library
+/// is skipped.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a library may wait for a free reader before it is skipped.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Libraries read at once. A read that never ends (a hung network or FUSE file system) keeps
+/// its blocking thread and its slot, so no more threads than this are ever held by them.
+const READERS: usize = 4;
+
 /// Which library a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Library {
@@ -32,8 +51,18 @@ pub enum Library {
     Libssl,
 }
 
-/// A library file found and not attached yet. `file` keeps it open: attach through
-/// [`LibcFile::attach_path`].
+impl Library {
+    /// The functions the probes attach to in this library.
+    pub fn functions(self) -> Vec<&'static str> {
+        match self {
+            Library::Libc => probes::GETENV_SYMBOLS.to_vec(),
+            Library::Libssl => [probes::TLS_WRITE_SYMBOLS, probes::TLS_FREE_SYMBOLS].concat(),
+        }
+    }
+}
+
+/// A library file found and not read yet. `file` keeps it open: [`SymbolReader::read`] reads
+/// it through the descriptor.
 #[derive(Debug)]
 pub struct LibcFile {
     pub library: Library,
@@ -42,11 +71,149 @@ pub struct LibcFile {
     file: File,
 }
 
-impl LibcFile {
+/// A library with the file offsets of its probed functions. `file` keeps it open: attach
+/// through [`ResolvedLibrary::attach_path`].
+#[derive(Debug)]
+pub struct ResolvedLibrary {
+    pub library: Library,
+    /// Where it was found (for logs).
+    pub found_at: String,
+    file: File,
+    /// The functions it defines, with their file offsets.
+    functions: Vec<(&'static str, u64)>,
+}
+
+impl ResolvedLibrary {
     /// A path that opens exactly this file in the agent (`/proc/self/fd/N`), valid while
-    /// `self` lives.
+    /// `self` lives. The kernel resolves it at attach time; nothing reads through it.
     pub fn attach_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    /// The file offset of `function`, when the library defines it.
+    pub fn offset(&self, function: &str) -> Option<u64> {
+        self.functions
+            .iter()
+            .find(|(name, _)| *name == function)
+            .map(|(_, offset)| *offset)
+    }
+}
+
+/// A library whose symbols could not be read: it gets no probe.
+#[derive(Debug)]
+pub struct SkippedLibrary {
+    pub library: Library,
+    pub found_at: String,
+    pub reason: SkipReason,
+}
+
+/// Why a library was skipped. Never carries the file's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum SkipReason {
+    #[error("no reader was free within {0:?}")]
+    NoReader(Duration),
+    #[error("reading its symbols took longer than {0:?}")]
+    TimedOut(Duration),
+    #[error("reading its symbols failed")]
+    Failed,
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+}
+
+/// What reading a library's symbols gave.
+pub type Resolution = Result<ResolvedLibrary, SkippedLibrary>;
+
+/// Reads libraries' function offsets on the blocking pool, [`READERS`] files at a time, each
+/// within a time limit. Clones share the readers.
+#[derive(Debug, Clone)]
+pub struct SymbolReader {
+    slots: Arc<Semaphore>,
+    read_timeout: Duration,
+    queue_timeout: Duration,
+}
+
+impl Default for SymbolReader {
+    fn default() -> Self {
+        Self::new(READERS, READ_TIMEOUT, QUEUE_TIMEOUT)
+    }
+}
+
+impl SymbolReader {
+    pub fn new(readers: usize, read_timeout: Duration, queue_timeout: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(readers)),
+            read_timeout,
+            queue_timeout,
+        }
+    }
+
+    /// How long one read may take.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    /// The file offsets of `lib`'s probed functions.
+    pub async fn read(&self, lib: LibcFile) -> Resolution {
+        let (library, found_at) = (lib.library, lib.found_at.clone());
+        let result = self
+            .off_loop(move || {
+                let functions = lib.function_offsets();
+                (lib, functions)
+            })
+            .await;
+        let reason = match result {
+            Ok((lib, Ok(functions))) => {
+                return Ok(ResolvedLibrary {
+                    library,
+                    found_at,
+                    file: lib.file,
+                    functions,
+                });
+            }
+            Ok((_, Err(e))) => SkipReason::Elf(e),
+            Err(reason) => reason,
+        };
+        Err(SkippedLibrary {
+            library,
+            found_at,
+            reason,
+        })
+    }
+
+    /// Runs `work` on the blocking pool once a reader is free, giving up on it after the read
+    /// timeout (it then finishes, or not, on its own, and keeps its reader until it does).
+    async fn off_loop<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, SkipReason> {
+        let permit =
+            tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned())
+                .await
+                .map_err(|_| SkipReason::NoReader(self.queue_timeout))?
+                .map_err(|_| SkipReason::Failed)?;
+        let task = tokio::task::spawn_blocking(move || {
+            let _reader = permit;
+            work()
+        });
+        tokio::time::timeout(self.read_timeout, task)
+            .await
+            .map_err(|_| SkipReason::TimedOut(self.read_timeout))?
+            .map_err(|_| SkipReason::Failed)
+    }
+}
+
+impl LibcFile {
+    /// Reads the file (through the descriptor held) and finds the library's probed functions.
+    /// Blocking: [`SymbolReader::read`] runs it off the event loop.
+    fn function_offsets(&self) -> Result<Vec<(&'static str, u64)>, ElfError> {
+        let data = elf::read_library(&self.file)?;
+        let names = self.library.functions();
+        let offsets = elf::function_offsets(&data, &names)?;
+        Ok(names
+            .into_iter()
+            .zip(offsets)
+            .filter_map(|(name, offset)| Some((name, offset?)))
+            .collect())
     }
 }
 
@@ -269,6 +436,60 @@ mod tests {
         ] {
             assert!(!is_libc_name(n), "{n}");
         }
+    }
+
+    #[tokio::test]
+    async fn reads_the_probed_functions_of_the_host_libc() {
+        let lib = LibcFinder::new(&[Library::Libc])
+            .scan_all()
+            .into_iter()
+            .next()
+            .expect("a libc on this host");
+        let found_at = lib.found_at.clone();
+        let resolved = SymbolReader::default().read(lib).await.unwrap();
+        assert_eq!(resolved.found_at, found_at);
+        for f in Library::Libc.functions() {
+            assert!(resolved.offset(f).is_some_and(|o| o > 0), "{f}");
+        }
+        assert!(
+            resolved
+                .attach_path()
+                .to_str()
+                .unwrap()
+                .starts_with("/proc/self/fd/")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_no_elf_is_skipped_with_its_reason() {
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, b"#!/bin/sh\necho not a library\n").unwrap();
+        let lib = LibcFile {
+            library: Library::Libssl,
+            found_at: "/proc/1/root/usr/lib/libssl.so.3".into(),
+            file,
+        };
+        let skipped = SymbolReader::default().read(lib).await.unwrap_err();
+        assert_eq!(skipped.library, Library::Libssl);
+        assert_eq!(skipped.found_at, "/proc/1/root/usr/lib/libssl.so.3");
+        assert!(matches!(skipped.reason, SkipReason::Elf(ElfError::NotElf)));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_does_not_end_is_given_up_and_keeps_its_reader() {
+        let reader = SymbolReader::new(1, Duration::from_millis(100), Duration::from_millis(300));
+        let start = tokio::time::Instant::now();
+        let stuck = reader
+            .off_loop(|| std::thread::sleep(Duration::from_millis(1000)))
+            .await;
+        assert!(matches!(stuck, Err(SkipReason::TimedOut(_))), "{stuck:?}");
+        assert!(start.elapsed() < Duration::from_millis(900));
+        // Its thread still holds the one reader: the next library waits, then is skipped.
+        let queued = reader.off_loop(|| ()).await;
+        assert!(matches!(queued, Err(SkipReason::NoReader(_))), "{queued:?}");
+        // Once the stuck read ends, its reader is free again.
+        tokio::time::sleep_until(start + Duration::from_millis(1200)).await;
+        assert_eq!(reader.off_loop(|| 7).await.unwrap(), 7);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps, TracePoint,
-        UProbe, uprobe::UProbeScope,
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
     },
 };
 use keytrail_common::{
@@ -18,7 +19,11 @@ use keytrail_common::{
     filter, names,
 };
 
-use crate::{credential::EnvNameRules, watch::KernelEntry};
+use crate::{
+    credential::EnvNameRules,
+    libc::{Library, ResolvedLibrary},
+    watch::KernelEntry,
+};
 
 /// The kernel object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keytrail"));
@@ -362,15 +367,23 @@ impl Probes {
         f(p).map_err(|e| verifier_summary(&with_sources(&e)))
     }
 
-    /// Attaches the SSL_write uprobe to SSL_write and SSL_write_ex of the libssl at `path`.
-    pub fn attach_tls_write(&mut self, path: &std::path::Path) -> Result<usize, String> {
+    /// Attaches the SSL_write uprobe to SSL_write and SSL_write_ex of a libssl.
+    pub fn attach_tls_write(&mut self, lib: &ResolvedLibrary) -> Result<usize, String> {
+        // Not a libssl after all (a workload's file by that name): one failure, one warning.
+        if TLS_WRITE_SYMBOLS.iter().all(|s| lib.offset(s).is_none()) {
+            self.tls_attach_failed += 1;
+            return Err(format!(
+                "{} not defined in the library",
+                TLS_WRITE_SYMBOLS.join(" and ")
+            ));
+        }
         // Without the free hook a reused SSL address would hide later connections' writes.
         if self.attached.contains(&TLS_FREE_PROGRAM)
-            && let Err(e) = self.attach_symbols(TLS_FREE_PROGRAM, TLS_FREE_SYMBOLS, path)
+            && let Err(e) = self.attach_symbols(TLS_FREE_PROGRAM, TLS_FREE_SYMBOLS, lib)
         {
-            tracing::warn!(error = %e, "SSL_free/SSL_clear not probed: later connections reusing an SSL object's address are not inspected");
+            tracing::warn!(library = %lib.found_at, error = %e, "SSL_free/SSL_clear not probed: later connections reusing an SSL object's address are not inspected");
         }
-        let r = self.attach_symbols(TLS_WRITE_PROGRAM, TLS_WRITE_SYMBOLS, path);
+        let r = self.attach_symbols(TLS_WRITE_PROGRAM, TLS_WRITE_SYMBOLS, lib);
         match r {
             Ok(_) => self.tls_libraries += 1,
             Err(_) => self.tls_attach_failed += 1,
@@ -378,13 +391,14 @@ impl Probes {
         r
     }
 
-    /// Attaches a loaded uprobe program to each of `symbols` in the ELF at `path`; succeeds
-    /// when at least one attached.
+    /// Attaches a loaded uprobe program to each of `symbols` of a library, at the file offsets
+    /// read from it (aya never looks at the file: resolving a symbol itself, it would follow the
+    /// file's debuglink to whatever path it names). Succeeds when at least one attached.
     fn attach_symbols(
         &mut self,
         program: &str,
         symbols: &[&str],
-        path: &std::path::Path,
+        lib: &ResolvedLibrary,
     ) -> Result<usize, String> {
         let p: &mut UProbe = self
             .ebpf
@@ -392,18 +406,35 @@ impl Probes {
             .ok_or_else(|| "program missing".to_string())?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        let path = lib.attach_path();
         let mut attached = 0;
         let mut errors = Vec::new();
         for symbol in symbols {
-            match p.attach(*symbol, path, UProbeScope::AllProcesses) {
+            let Some(offset) = lib.offset(symbol) else {
+                errors.push(format!("{symbol}: not defined in the library"));
+                continue;
+            };
+            match p.attach(
+                UProbeAttachLocation::AbsoluteOffset(offset),
+                &path,
+                UProbeScope::AllProcesses,
+            ) {
                 Ok(_) => attached += 1,
-                Err(e) => errors.push(format!("{symbol}: {e}")),
+                Err(e) => errors.push(format!("{symbol}: {}", with_sources(&e))),
             }
         }
         if attached == 0 {
             return Err(errors.join("; "));
         }
         Ok(attached)
+    }
+
+    /// Counts a library whose symbols could not be read as one its probe failed on.
+    pub fn count_unreadable(&mut self, library: Library) {
+        match library {
+            Library::Libc => self.getenv_attach_failed += 1,
+            Library::Libssl => self.tls_attach_failed += 1,
+        }
     }
 
     /// Stops awaiting payload on a connection (its handshake was found).
@@ -415,11 +446,11 @@ impl Probes {
         }
     }
 
-    /// Attaches the getenv uprobe to getenv and secure_getenv of the ELF file at `path` (any
-    /// path that opens it: the kernel keys uprobes on the inode, so one attach covers every
-    /// process mapping that file). Returns the symbols attached.
-    pub fn attach_getenv(&mut self, path: &std::path::Path) -> Result<usize, String> {
-        let r = self.attach_symbols(GETENV_PROGRAM, GETENV_SYMBOLS, path);
+    /// Attaches the getenv uprobe to getenv and secure_getenv of a libc (the kernel keys
+    /// uprobes on the inode, so one attach covers every process mapping that file). Returns the
+    /// symbols attached.
+    pub fn attach_getenv(&mut self, lib: &ResolvedLibrary) -> Result<usize, String> {
+        let r = self.attach_symbols(GETENV_PROGRAM, GETENV_SYMBOLS, lib);
         match r {
             Ok(_) => self.getenv_libraries += 1,
             Err(_) => self.getenv_attach_failed += 1,
@@ -660,11 +691,11 @@ impl Probes {
         }
     }
 
-    /// Attaches a loaded uprobe program to getenv and secure_getenv of the ELF at `path`.
+    /// Attaches a loaded uprobe program to getenv and secure_getenv of a libc.
     pub fn attach_uprobe(
         &mut self,
         program: &'static str,
-        path: &std::path::Path,
+        lib: &ResolvedLibrary,
     ) -> Result<(), ProbeError> {
         let p: &mut UProbe = self
             .ebpf
@@ -673,8 +704,15 @@ impl Probes {
             .try_into()
             .map_err(|e| ProbeError::Uprobe(format!("{e}")))?;
         for symbol in GETENV_SYMBOLS {
-            p.attach(*symbol, path, UProbeScope::AllProcesses)
-                .map_err(|e| ProbeError::Uprobe(format!("{program} on {symbol}: {e}")))?;
+            let offset = lib.offset(symbol).ok_or_else(|| {
+                ProbeError::Uprobe(format!("{program} on {symbol}: not defined in the library"))
+            })?;
+            p.attach(
+                UProbeAttachLocation::AbsoluteOffset(offset),
+                lib.attach_path(),
+                UProbeScope::AllProcesses,
+            )
+            .map_err(|e| ProbeError::Uprobe(format!("{program} on {symbol}: {e}")))?;
         }
         Ok(())
     }

@@ -233,9 +233,9 @@ fn broad_patterns_apply_below_homes_named_by_home_and_by_passwd() {
     w.run("unshare-mount");
     w.run(&format!("bind {} /etc/passwd", passwd.display()));
     // The namespace's first exec: the agent reads its passwd.
-    w.run("exec-run /bin/true");
+    w.run("spawn /bin/true");
     let reported = retry_until("a reported read in the passwd home", || {
-        w.run(&format!("exec-run /bin/cat {}", svc_file.display()));
+        w.run(&format!("spawn /bin/cat {}", svc_file.display()));
         agent
             .events()
             .into_iter()

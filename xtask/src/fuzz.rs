@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz`: runs the libFuzzer targets of `fuzz/` (cargo-fuzz, nightly) against
-//! the parsers that see untrusted input: credential files, env values, request headers and
-//! kernel ring buffer records.
+//! the parsers that see untrusted input: credential files, env values, request headers,
+//! kernel ring buffer records and the symbol tables of workloads' libraries.
 //!
 //! - `cargo xtask fuzz [--seconds N] [--target NAME]...`: each target for N seconds (default
 //!   60). New interesting inputs go to `fuzz/target/corpus/<target>/` and are kept between

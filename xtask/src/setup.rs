@@ -48,6 +48,10 @@ pub const ROTEL_VENV: &str = "target/rotel-venv";
 /// Commands used by the tests and benchmarks, with the Debian package providing each.
 pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("cc", "gcc"),
+    // Crafted libraries (objcopy) and where their functions are (nm, readelf).
+    ("objcopy", "binutils"),
+    ("nm", "binutils"),
+    ("readelf", "binutils"),
     ("mount", "util-linux"),
     ("unshare", "util-linux"),
     ("ip", "iproute2"),

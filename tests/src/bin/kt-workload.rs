@@ -20,8 +20,9 @@
 //!   link TARGET LINK       create the hard link LINK -> TARGET
 //!   bind SRC DST           bind-mount SRC on DST (DST is created: a directory, or a file
 //!                          when SRC is one)
-//!   exec-run PROG ARGS...  run PROG (a fork and an exec, in this process's namespaces and
-//!                          cgroup) to completion; answers its pid
+//!   map PATH               map PATH read-only and keep it mapped (it shows in our maps)
+//!   spawn PROGRAM ARGS...  run PROGRAM to completion (a fork and an exec, in our namespaces
+//!                          and cgroup); it must succeed; answers its pid
 //!   exit
 
 use std::{
@@ -197,7 +198,27 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
             )?;
             Ok(String::new())
         }
-        "exec-run" => {
+        "map" => {
+            let file = std::fs::File::open(arg(0)?).map_err(|e| e.to_string())?;
+            let len = file.metadata().map_err(|e| e.to_string())?.len() as usize;
+            // SAFETY: a fresh private read-only mapping of an open file; never unmapped, so it
+            // stays in /proc/self/maps for as long as the workload runs.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len.max(1),
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    0,
+                )
+            };
+            if addr == libc::MAP_FAILED {
+                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+            }
+            Ok(String::new())
+        }
+        "spawn" => {
             let mut child = std::process::Command::new(arg(0)?)
                 .args(&args[1..])
                 .stdin(std::process::Stdio::null())
@@ -206,7 +227,10 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
                 .spawn()
                 .map_err(|e| e.to_string())?;
             let pid = child.id();
-            child.wait().map_err(|e| e.to_string())?;
+            let status = child.wait().map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err(format!("{}: {status}", args[0]));
+            }
             Ok(pid.to_string())
         }
         "chdir" => std::env::set_current_dir(arg(0)?)
