@@ -47,11 +47,12 @@ impl RootSource {
 /// Finds a root to read through for a process, alive or not.
 #[derive(Default)]
 pub struct Roots {
-    /// The root of each live process seen opening files, so a busy reader costs one dup per
-    /// open rather than a procfs lookup and a namespace stat. Forgotten at exec and exit (a
-    /// root changes with exec; a process that changes its root without exec (chroot, unshare)
-    /// keeps being read through the old one until its next exec).
-    by_pid: HashMap<u32, OwnedFd>,
+    /// The root of each live process seen opening files, with its mount namespace then, so a
+    /// busy reader costs one dup per open rather than a procfs lookup and a namespace stat.
+    /// Used only for opens made in that same namespace (a process that unshares its mount
+    /// namespace gets a new root); forgotten at exec and exit. (A process that chroots
+    /// without changing namespace keeps being read through the old root until its next exec.)
+    by_pid: HashMap<u32, (OwnedFd, u64)>,
     /// Processes seen living in each mount namespace (at exec, at opens), most recent last.
     members: HashMap<u64, Vec<u32>>,
     /// Namespaces a /proc scan found empty.
@@ -108,7 +109,10 @@ impl Roots {
         mnt_ns: u64,
         cgroup_dir: Option<&Path>,
     ) -> Result<(OwnedFd, RootSource), ReadError> {
-        if let Some(root) = self.by_pid.get(&pid).and_then(|r| r.try_clone().ok()) {
+        if let Some((root, ns)) = self.by_pid.get(&pid)
+            && (mnt_ns == 0 || *ns == mnt_ns)
+            && let Ok(root) = root.try_clone()
+        {
             return Ok((root, RootSource::Process));
         }
         let own_ns = mount_ns(pid);
@@ -117,14 +121,13 @@ impl Roots {
             && (mnt_ns == 0 || own_ns == Some(mnt_ns))
             && let Ok(root) = open_root(pid)
         {
-            if let Some(ns) = own_ns {
-                self.observe(pid, ns);
-            }
+            let ns = own_ns.unwrap_or(0);
+            self.observe(pid, ns);
             if self.by_pid.len() >= MAX_PROCESS_ROOTS {
                 self.by_pid.clear();
             }
             if let Ok(kept) = root.try_clone() {
-                self.by_pid.insert(pid, kept);
+                self.by_pid.insert(pid, (kept, ns));
             }
             return Ok((root, RootSource::Process));
         }
