@@ -334,13 +334,15 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     } else {
         None
     };
-    let mut probes = Probes::load_agent(
-        &rules.kernel,
-        &config.env.rules(),
-        config.env.getenv_probe,
-        config.limits.ring_buffer_bytes,
-    )?;
-    let ring = probes.take_ring()?;
+    let settings = probes::KernelSettings {
+        getenv_probe: config.env.getenv_probe,
+        ring_buffer_bytes: config.limits.ring_buffer_bytes,
+        fold_window: config.output.dedup_window,
+        budget_per_sec: config.limits.workload_records_per_second,
+        budget_burst: config.limits.workload_burst,
+    };
+    let mut probes = Probes::load_agent(&rules.kernel, &config.env.rules(), &settings)?;
+    let rings = probes.take_rings()?;
     let cgroups = CgroupPaths::discover();
     if config.network.connections {
         probes.load_network(cgroups.mount(), config.network.ssl_write_probe);
@@ -385,8 +387,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(endpoint = %otlp.endpoint, protocol = ?otlp.protocol, "exporting over OTLP");
         Some(tokio::spawn(sink.run(fanout.add("otlp", otlp.queue))))
     };
-    let reader = tokio::spawn(events::read_ring(
-        ring,
+    let reader = tokio::spawn(events::read_rings(
+        rings,
         event_tx,
         Arc::clone(&counters.decode),
         stop_reading.clone(),
@@ -437,9 +439,19 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     };
     let pipeline_task = tokio::spawn(pipeline.run(event_rx, fanout.clone(), Arc::clone(&counters)));
 
+    // Per-workload budget reports, each stats interval (and at shutdown).
+    let mut budget_reports = crate::budgets::BudgetReports::default();
+    let mut budget_cgroups = CgroupPaths::discover();
+
     // Readiness: all probes that could attach are attached.
     fanout
-        .send_wait(stats_record(&probes, &counters, &fanout, false))
+        .send_wait(stats_record(
+            &probes,
+            &counters,
+            &fanout,
+            &budget_reports.totals(),
+            false,
+        ))
         .await;
     tracing::info!(
         attached = probes.attached.len(),
@@ -463,7 +475,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         tokio::select! {
             _ = &mut shutdown => break,
             _ = &mut deadline => break,
-            _ = ticker.tick() => fanout.send(stats_record(&probes, &counters, &fanout, false)),
+            _ = ticker.tick() => {
+                for r in budget_reports.update(&probes.budgets(), &mut budget_cgroups) {
+                    fanout.send(r);
+                }
+                fanout.send(stats_record(&probes, &counters, &fanout, &budget_reports.totals(), false));
+            }
             _ = volume_ticker.tick() => secret_volumes.sync(&mut probes),
             Some(request) = probe_rx.recv() => request.apply(&mut probes),
         }
@@ -476,8 +493,17 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     while let Ok(request) = probe_rx.try_recv() {
         request.apply(&mut probes);
     }
+    for r in budget_reports.update(&probes.budgets(), &mut budget_cgroups) {
+        fanout.send_wait(r).await;
+    }
     fanout
-        .send_wait(stats_record(&probes, &counters, &fanout, true))
+        .send_wait(stats_record(
+            &probes,
+            &counters,
+            &fanout,
+            &budget_reports.totals(),
+            true,
+        ))
         .await;
     drop(fanout);
     let sink_result = sink_task.await.unwrap_or(Ok(()));
@@ -640,12 +666,13 @@ impl Pipeline {
         &mut self,
         h: &EventHeader,
         mnt_ns: Option<u64>,
+        ns_key: Option<u64>,
         home: Option<&str>,
         counters: &AgentCounters,
     ) {
         let mut add = Vec::new();
-        if let Some(ns) = mnt_ns
-            && self.files.first_look_at(ns)
+        if let (Some(ns), Some(key)) = (mnt_ns, ns_key)
+            && self.files.first_look_at(key)
         {
             if let Ok(passwd) = self
                 .inspector
@@ -703,8 +730,14 @@ impl Pipeline {
                     ns => Some(u64::from(ns)),
                 };
                 self.inspector.observe(h.pid, mnt_ns.unwrap_or(0), true);
+                // Inode numbers of namespaces are reused at once: what is learned once per
+                // namespace is keyed by the id the kernel never reuses, when it gives one.
+                let ns_key = match e.mnt_ns_id {
+                    0 => mnt_ns.map(|ns| ns | 1 << 63),
+                    id => Some(id),
+                };
                 if let Some(finder) = &mut self.libcs {
-                    let found = finder.on_exec(h.pid, mnt_ns);
+                    let found = finder.on_exec(h.pid, ns_key);
                     self.attach_libcs(found);
                 }
                 let (proc, cgroup_path, time) = self.who(h);
@@ -716,7 +749,7 @@ impl Pipeline {
                     .env
                     .on_exec(e, &who, time, &mut self.first_seen, &counters.env);
                 self.watch_named_files(outcome.named_files, counters);
-                self.learn_from_exec(h, mnt_ns, outcome.home.as_deref(), counters);
+                self.learn_from_exec(h, mnt_ns, ns_key, outcome.home.as_deref(), counters);
                 outcome.records
             }
             KernelEvent::CgroupChange(e) => {
@@ -859,9 +892,21 @@ pub async fn run_floor(family: &str, shutdown: impl Future<Output = ()>) -> Resu
     }
     let counters = AgentCounters::default();
     let no_sinks = Fanout::default();
-    print_line(&stats_record(&probes, &counters, &no_sinks, false));
+    print_line(&stats_record(
+        &probes,
+        &counters,
+        &no_sinks,
+        &Default::default(),
+        false,
+    ));
     shutdown.await;
-    print_line(&stats_record(&probes, &counters, &no_sinks, true));
+    print_line(&stats_record(
+        &probes,
+        &counters,
+        &no_sinks,
+        &Default::default(),
+        true,
+    ));
     Ok(())
 }
 

@@ -347,6 +347,20 @@ pub struct LimitsConfig {
     /// Ring buffer bytes: a power of two, at least 64 KiB.
     #[serde(default = "default_ring_buffer_bytes")]
     pub ring_buffer_bytes: u32,
+    /// Records a workload (cgroup) may send per second, per family (file opens, environment,
+    /// connections); 0 for no budget.
+    #[serde(default = "default_workload_records_per_second")]
+    pub workload_records_per_second: u32,
+    /// Records a workload may send at once above its rate.
+    #[serde(default = "default_workload_burst")]
+    pub workload_burst: u32,
+}
+
+const fn default_workload_records_per_second() -> u32 {
+    2000
+}
+const fn default_workload_burst() -> u32 {
+    5000
 }
 
 fn default_jsonl() -> String {
@@ -385,6 +399,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: default_ring_buffer_bytes(),
+            workload_records_per_second: default_workload_records_per_second(),
+            workload_burst: default_workload_burst(),
         }
     }
 }

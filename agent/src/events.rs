@@ -75,19 +75,33 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let kind_id = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
     let kind = EventKind::from_u32(kind_id).ok_or(DecodeError::UnknownKind { kind: kind_id })?;
     Ok(match kind {
-        EventKind::FileOpen => KernelEvent::FileOpen(Box::new(read::<FileOpen>(kind, bytes)?)),
+        EventKind::FileOpen => KernelEvent::FileOpen(Box::new(read_tail::<FileOpen>(
+            kind,
+            bytes,
+            std::mem::offset_of!(FileOpen, path),
+        )?)),
         EventKind::ProcExec => KernelEvent::ProcExec(Box::new(read::<ProcExec>(kind, bytes)?)),
         EventKind::ProcExit => KernelEvent::ProcExit(read::<ProcExit>(kind, bytes)?),
         EventKind::CgroupChange => {
             KernelEvent::CgroupChange(Box::new(read::<CgroupChange>(kind, bytes)?))
         }
-        EventKind::EnvVar => KernelEvent::EnvVar(Box::new(read::<EnvVar>(kind, bytes)?)),
+        EventKind::EnvVar => KernelEvent::EnvVar(Box::new(read_tail::<EnvVar>(
+            kind,
+            bytes,
+            std::mem::offset_of!(EnvVar, data),
+        )?)),
         EventKind::NetConnect => KernelEvent::NetConnect(read::<NetConnect>(kind, bytes)?),
         EventKind::NetState => KernelEvent::NetState(read::<NetState>(kind, bytes)?),
-        EventKind::NetPayload => {
-            KernelEvent::NetPayload(Box::new(read::<NetPayload>(kind, bytes)?))
-        }
-        EventKind::TlsWrite => KernelEvent::TlsWrite(Box::new(read::<TlsWrite>(kind, bytes)?)),
+        EventKind::NetPayload => KernelEvent::NetPayload(Box::new(read_tail::<NetPayload>(
+            kind,
+            bytes,
+            std::mem::offset_of!(NetPayload, data),
+        )?)),
+        EventKind::TlsWrite => KernelEvent::TlsWrite(Box::new(read_tail::<TlsWrite>(
+            kind,
+            bytes,
+            std::mem::offset_of!(TlsWrite, data),
+        )?)),
     })
 }
 
@@ -104,6 +118,27 @@ fn read<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
     // SAFETY: length checked above; T is a repr(C) plain-data type (integers and byte arrays),
     // so any bytes are a valid T; read_unaligned because the slice has no alignment promise.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Reads a record whose last field (a path, a value, a payload) the kernel sends only as far as
+/// it is used: at least `fixed` bytes, at most `size_of::<T>()`; the rest is zero. The length
+/// fields inside the record are checked by the stages that read them, against the buffer.
+fn read_tail<T: Copy>(kind: EventKind, bytes: &[u8], fixed: usize) -> Result<T, DecodeError> {
+    if bytes.len() < fixed {
+        return Err(DecodeError::BadLength {
+            kind,
+            len: bytes.len(),
+            expected: fixed,
+        });
+    }
+    let n = bytes.len().min(size_of::<T>());
+    let mut value = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: T is a repr(C) plain-data type (integers and byte arrays): all zeroes is a valid
+    // T, and so is any byte pattern copied over its first `n` bytes (n <= size_of::<T>()).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.as_mut_ptr().cast::<u8>(), n);
+        Ok(value.assume_init())
+    }
 }
 
 /// Bytes of a fixed buffer up to `len`, as text (paths are bytes; invalid UTF-8 is replaced).
@@ -125,31 +160,40 @@ pub struct DecodeCounters {
     pub malformed: AtomicU64,
 }
 
-/// Drains the ring buffer into `tx` until `shutdown`, then drains what is left once more.
-pub async fn read_ring(
-    ring: RingBuf<MapData>,
+/// The kernel's two rings: the lifecycle one (exec, exit, cgroups) and the one for every other
+/// record.
+pub struct Rings {
+    pub events: RingBuf<MapData>,
+    pub lifecycle: RingBuf<MapData>,
+}
+
+/// Drains both ring buffers into `tx` until `shutdown`, then drains what is left once more.
+/// Each batch takes everything pending in both and orders it by time, so a process's exec
+/// comes before its opens though they travel apart.
+pub async fn read_rings(
+    rings: Rings,
     tx: mpsc::Sender<KernelEvent>,
     counters: Arc<DecodeCounters>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged until dropped,
-    // which happens only after the AsyncFd is gone.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
+    let interest = tokio::io::Interest::READABLE;
+    // SAFETY: each ring buffer owns its map fd and keeps it open and unchanged until dropped,
+    // which happens only after its AsyncFd is gone.
+    let mut events = unsafe { AsyncFd::register_with_interest(rings.events, interest) }?;
+    // SAFETY: as above.
+    let mut lifecycle = unsafe { AsyncFd::register_with_interest(rings.lifecycle, interest) }?;
     // The kernel wakes the reader only when much is pending (a wakeup per record would cost
     // every traced process microseconds); the rest is collected at this pace.
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let batch = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = poll.tick() => drain(fd.get_mut(), &counters),
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                let batch = drain(guard.get_inner_mut(), &counters);
-                guard.clear_ready();
-                batch
-            }
-        };
+            _ = poll.tick() => {}
+            guard = events.readable_mut() => guard?.clear_ready(),
+            guard = lifecycle.readable_mut() => guard?.clear_ready(),
+        }
+        let batch = drain_both(lifecycle.get_mut(), events.get_mut(), &counters);
         for event in batch {
             if tx.send(event).await.is_err() {
                 return Ok(());
@@ -157,12 +201,27 @@ pub async fn read_ring(
         }
     }
     // Events submitted before shutdown are still delivered.
-    for event in drain(fd.get_mut(), &counters) {
+    for event in drain_both(lifecycle.get_mut(), events.get_mut(), &counters) {
         if tx.send(event).await.is_err() {
             break;
         }
     }
     Ok(())
+}
+
+/// Everything pending in both rings, in time order (lifecycle records first at equal times).
+fn drain_both(
+    lifecycle: &mut RingBuf<MapData>,
+    events: &mut RingBuf<MapData>,
+    counters: &DecodeCounters,
+) -> Vec<KernelEvent> {
+    let mut batch = drain(lifecycle, counters);
+    let lifecycle_only = batch.len();
+    batch.extend(drain(events, counters));
+    if lifecycle_only > 0 && lifecycle_only < batch.len() {
+        batch.sort_by_key(|e| e.header().time_ns);
+    }
+    batch
 }
 
 /// Takes everything currently in the ring (bounded by the ring's size).
@@ -233,6 +292,40 @@ mod tests {
         assert_eq!(comm(&back.header), "cat");
         assert_eq!(back.header.cgroup_id, 99);
         assert_eq!(back.mnt_ns, 4026531841);
+    }
+
+    #[test]
+    fn records_with_a_variable_tail_decode_from_their_used_bytes() {
+        let mut path = [0u8; PATH_CAP];
+        path[..6].copy_from_slice(b"/k.pem");
+        let ev = FileOpen {
+            header: header(EventKind::FileOpen),
+            ret: 3,
+            open_flags: 0,
+            base_ino: 0,
+            file_ino: 9,
+            dirfd: -100,
+            syscall: 1,
+            mnt_ns: 1,
+            base_dev: 0,
+            file_dev: 2,
+            matched: 1,
+            pid_ns: 0,
+            path_len: 6,
+            path,
+        };
+        // What the kernel sends: the fixed part and the path's bytes with its NUL.
+        let used = std::mem::offset_of!(FileOpen, path) + 7;
+        let KernelEvent::FileOpen(back) = decode(&bytes_of(&ev)[..used]).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(text(&back.path, back.path_len), "/k.pem");
+        assert_eq!(back.file_ino, 9);
+        // Shorter than the fixed part: an error, not a panic.
+        assert!(matches!(
+            decode(&bytes_of(&ev)[..used - 10]),
+            Err(DecodeError::BadLength { .. })
+        ));
     }
 
     #[test]

@@ -113,6 +113,24 @@ pub fn resolve_from(btf: &Btf) -> Resolved {
             .missing
             .push("pid namespace (task_struct.thread_pid->numbers[level].ns->ns.inum)"),
     }
+    match field("mnt_namespace", &["ns", "ns_id"]).or_else(|| field("mnt_namespace", &["seq"])) {
+        Some(a) if o.valid & offsets_valid::MNT_NS != 0 => {
+            o.mnt_ns_unique_id = a;
+            o.valid |= offsets_valid::MNT_NS_ID;
+        }
+        _ => r
+            .missing
+            .push("mount namespace id (mnt_namespace.ns.ns_id or .seq)"),
+    }
+    match field("task_struct", &["start_time"]) {
+        Some(a) => {
+            o.task_start_time = a;
+            o.valid |= offsets_valid::START_TIME;
+        }
+        None => r
+            .missing
+            .push("process start time (task_struct.start_time)"),
+    }
     r
 }
 
@@ -355,6 +373,8 @@ mod tests {
                 | offsets_valid::FILES
                 | offsets_valid::INODE
                 | offsets_valid::PID_NS
+                | offsets_valid::START_TIME
+                | offsets_valid::MNT_NS_ID
         );
         assert_eq!(o.upid_size, 16, "{o:?}");
         // Pointers are 8-byte aligned.

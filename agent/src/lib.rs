@@ -7,6 +7,7 @@
 //! `agent` wires the stages together.
 
 pub mod agent;
+pub mod budgets;
 pub mod classify;
 pub mod cli;
 pub mod config;

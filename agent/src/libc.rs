@@ -316,7 +316,8 @@ impl LibcFinder {
 
     /// A process just exec'd: look in its root if its mount namespace is new, and plan a look
     /// at its maps.
-    /// `mnt_ns` is the process's mount namespace, read once per exec by the caller.
+    /// `mnt_ns` keys the process's mount namespace: the id the kernel never reuses when it gives
+    /// one (namespace inode numbers are reused at once).
     pub fn on_exec(&mut self, pid: u32, mnt_ns: Option<u64>) -> Vec<LibcFile> {
         let mut out = Vec::new();
         if !self.is_active() {

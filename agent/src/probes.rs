@@ -161,6 +161,18 @@ pub struct Probes {
     static_prefixes: std::collections::HashSet<String>,
 }
 
+/// What the agent's kernel programs are loaded with, besides the filter lists.
+#[derive(Debug, Clone)]
+pub struct KernelSettings {
+    pub getenv_probe: bool,
+    pub ring_buffer_bytes: u32,
+    /// Repeats of an open within this window are folded in the kernel.
+    pub fold_window: Duration,
+    /// Per-cgroup, per-family record budget (0: none).
+    pub budget_per_sec: u32,
+    pub budget_burst: u32,
+}
+
 /// Kernel-side cost of one program (needs `kernel.bpf_stats_enabled=1`).
 #[derive(Debug, Clone)]
 pub struct ProgramCost {
@@ -231,10 +243,9 @@ impl Probes {
     pub fn load_agent(
         entries: &BTreeSet<KernelEntry>,
         env: &EnvNameRules,
-        getenv_probe: bool,
-        ring_buffer_bytes: u32,
+        settings: &KernelSettings,
     ) -> Result<Self, ProbeError> {
-        let mut ebpf = load_object(ring_buffer_bytes)?;
+        let mut ebpf = load_object(settings.ring_buffer_bytes)?;
         let filters = fill_filters(&mut ebpf, entries)?;
         fill_env_filters(&mut ebpf, env, &crate::credential::value_prefixes())?;
         set_slot(&mut ebpf, names::OFFSETS, kernel_offsets())?;
@@ -243,6 +254,9 @@ impl Probes {
             filters: filters.bits,
             basename_prefix_lens: filters.basename_prefix_lens,
             known_files: 0,
+            fold_window_ns: settings.fold_window.as_nanos().min(u64::MAX as u128) as u64,
+            budget_per_sec: settings.budget_per_sec,
+            budget_burst: settings.budget_burst,
         };
         set_slot(&mut ebpf, names::CONFIG, kernel_config)?;
         let mut probes = Self::attach_all(ebpf, AGENT_PROGRAMS)?;
@@ -255,10 +269,23 @@ impl Probes {
                 _ => None,
             })
             .collect();
-        if getenv_probe {
+        if settings.getenv_probe {
             probes.load_getenv();
         }
         Ok(probes)
+    }
+
+    /// Per-cgroup budget counters: every (cgroup, family) whose bucket the kernel keeps.
+    pub fn budgets(&self) -> Vec<(keytrail_common::BudgetKey, keytrail_common::Budget)> {
+        let Some(map) = self.ebpf.map(names::BUDGETS) else {
+            return Vec::new();
+        };
+        let Ok(budgets) =
+            BpfHashMap::<_, keytrail_common::BudgetKey, keytrail_common::Budget>::try_from(map)
+        else {
+            return Vec::new();
+        };
+        budgets.iter().flatten().collect()
     }
 
     /// Loads the getenv uprobe program; it is attached per libc by [`Probes::attach_getenv`].
@@ -762,15 +789,19 @@ impl Probes {
     }
 
     /// Takes the ring buffer for the reader task.
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+    pub fn take_rings(&mut self) -> Result<crate::events::Rings, ProbeError> {
+        Ok(crate::events::Rings {
+            events: self.take_ring(names::EVENTS)?,
+            lifecycle: self.take_ring(names::LIFECYCLE)?,
+        })
+    }
+
+    fn take_ring(&mut self, name: &'static str) -> Result<RingBuf<MapData>, ProbeError> {
         let map = self
             .ebpf
-            .take_map(names::EVENTS)
-            .ok_or(ProbeError::MissingMap(names::EVENTS))?;
-        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
-            name: names::EVENTS,
-            source,
-        })
+            .take_map(name)
+            .ok_or(ProbeError::MissingMap(name))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map { name, source })
     }
 
     /// Seen/dropped per probe, summed over CPUs.
@@ -789,6 +820,8 @@ impl Probes {
                     for c in per_cpu.iter() {
                         sum.seen += c.seen;
                         sum.dropped += c.dropped;
+                        sum.folded += c.folded;
+                        sum.over_budget += c.over_budget;
                     }
                 }
                 (id, sum)

@@ -12,6 +12,8 @@ pub mod names {
     pub const CREDENTIAL_ACCESS: &str = "keytrail.credential.access";
     pub const CREDENTIAL_USE: &str = "keytrail.credential.use";
     pub const AGENT_STATS: &str = "keytrail.agent.stats";
+    /// A workload lost records to its per-cgroup budget (WARN, once per interval).
+    pub const WORKLOAD_OVER_BUDGET: &str = "keytrail.workload.over_budget";
     /// An outbound connection (debug; `output.connections`).
     pub const CONNECTION: &str = "keytrail.connection";
     /// Output of `keytrail classify` (not an agent event).

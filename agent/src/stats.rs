@@ -7,6 +7,7 @@ use std::{
 };
 
 use crate::{
+    budgets::BudgetTotals,
     correlate::CorrelateCounters,
     env::EnvCounters,
     events::DecodeCounters,
@@ -35,6 +36,7 @@ pub fn stats_record(
     probes: &Probes,
     counters: &AgentCounters,
     sinks: &Fanout,
+    budgets: &BudgetTotals,
     final_report: bool,
 ) -> Record {
     let mut r = Record::new(names::AGENT_STATS, SystemTime::now());
@@ -49,12 +51,19 @@ pub fn stats_record(
         r.set("keytrail.probes.failed_names", names.join(","));
     }
     for (probe, c) in probes.counters() {
-        r.set(format!("keytrail.probe.{}.seen", probe.name()), c.seen)
-            .set(
-                format!("keytrail.probe.{}.dropped", probe.name()),
-                c.dropped,
-            );
+        let name = probe.name();
+        r.set(format!("keytrail.probe.{name}.seen"), c.seen)
+            .set(format!("keytrail.probe.{name}.dropped"), c.dropped)
+            .set(format!("keytrail.probe.{name}.folded"), c.folded)
+            .set(format!("keytrail.probe.{name}.over_budget"), c.over_budget);
     }
+    for (family, n) in keytrail_common::record_family::NAMES
+        .iter()
+        .zip(budgets.dropped)
+    {
+        r.set(format!("keytrail.budget.{family}.dropped"), n);
+    }
+    r.set("keytrail.budget.workloads_over", budgets.workloads_over);
     for cost in probes.costs() {
         r.set(
             format!("keytrail.program.{}.run_time_ns", cost.program),

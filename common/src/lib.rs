@@ -38,6 +38,8 @@ pub const MAX_PAYLOAD_PACKETS: u32 = 4;
 /// Names of the maps and programs in the kernel object, so both sides agree.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
+    pub const LIFECYCLE: &str = "LIFECYCLE";
+    pub const BUDGETS: &str = "BUDGETS";
     pub const CONFIG: &str = "CONFIG";
     pub const PROBE_STATS: &str = "PROBE_STATS";
     pub const FILTER_SUFFIX: &str = "FILTER_SUFFIX";
@@ -161,13 +163,53 @@ impl ProbeId {
     }
 }
 
-/// Per-probe counters, one slot per [`ProbeId`] in a per-CPU array.
+/// Per-probe counters, one slot per [`ProbeId`] in a per-CPU array. Every event that passed the
+/// filter is `seen`, then sent, folded, or lost for one counted cause.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProbeCounters {
     /// Events that passed the kernel filter and were meant for userspace.
     pub seen: u64,
-    /// Events lost because the ring buffer (or the pending-open table) was full.
+    /// Lost because the ring buffer (or the pending-open table) was full.
+    pub dropped: u64,
+    /// Repeats folded in the kernel (the same open by the same process within the window):
+    /// counted, not sent. Not a loss.
+    pub folded: u64,
+    /// Lost because the workload's cgroup was over its budget for this family of records.
+    pub over_budget: u64,
+}
+
+/// Families of records that share a per-cgroup budget (see [`Budget`]).
+pub mod record_family {
+    pub const FILES: u32 = 0;
+    pub const ENV: u32 = 1;
+    pub const NET: u32 = 2;
+    pub const COUNT: usize = 3;
+    /// Names, by index, for stats.
+    pub const NAMES: [&str; COUNT] = ["files", "env", "net"];
+}
+
+/// Key of [`names::BUDGETS`]: one token bucket per cgroup and record family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BudgetKey {
+    pub cgroup_id: u64,
+    /// A [`record_family`] value.
+    pub family: u32,
+    pub _reserved: u32,
+}
+
+/// A cgroup's token bucket for one record family: a workload that sends more than its rate
+/// (plus a burst) loses its own records, counted here, and never another workload's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Budget {
+    /// Tokens left, in thousandths of a record.
+    pub tokens_milli: u64,
+    /// When the bucket was last refilled (CLOCK_BOOTTIME ns).
+    pub last_ns: u64,
+    /// Records sent and records lost to the budget, ever.
+    pub sent: u64,
     pub dropped: u64,
 }
 
@@ -183,6 +225,13 @@ pub struct KernelConfig {
     pub basename_prefix_lens: [u8; MAX_BASENAME_PREFIX_LENS],
     /// Entries in `KNOWN_FILES`; while 0, opens are not checked against it.
     pub known_files: u32,
+    /// Repeats of an open (same process, same file, same outcome and access) within this many
+    /// nanoseconds of the first are folded in the kernel; 0 sends every open.
+    pub fold_window_ns: u64,
+    /// Per-cgroup budget of each record family: records per second, and the burst above it.
+    /// A rate of 0 means no budget.
+    pub budget_per_sec: u32,
+    pub budget_burst: u32,
 }
 
 /// Offsets into kernel structures, computed by the agent from the kernel's BTF
@@ -223,7 +272,12 @@ pub struct KernelOffsets {
     pub pid_ns_inum: u32,
     /// `files_struct.fd_array`.
     pub files_fd_array: u32,
-    pub _reserved: [u32; 3],
+    /// `task_struct.start_time`: with the pid, names a process across pid reuse.
+    pub task_start_time: u32,
+    /// `mnt_namespace.ns.ns_id` (or `mnt_namespace.seq` on older kernels): a mount namespace's
+    /// id that is never reused, unlike its inode number.
+    pub mnt_ns_unique_id: u32,
+    pub _reserved: u32,
 }
 
 /// Bits of [`KernelOffsets::valid`].
@@ -238,6 +292,10 @@ pub mod offsets_valid {
     pub const INODE: u32 = 1 << 3;
     /// task -> its pid namespace id.
     pub const PID_NS: u32 = 1 << 4;
+    /// task -> its start time.
+    pub const START_TIME: u32 = 1 << 5;
+    /// mount namespace -> its id that is never reused.
+    pub const MNT_NS_ID: u32 = 1 << 6;
 }
 
 /// Which filter matched an open; also the bits of [`KernelConfig::filters`].
@@ -548,6 +606,9 @@ pub struct ProcExec {
     pub filename_len: u32,
     /// The process's mount namespace (its inode number) after the exec; 0 when unknown.
     pub mnt_ns: u32,
+    /// The same namespace's id that the kernel never reuses (inode numbers are reused at
+    /// once); 0 when unknown.
+    pub mnt_ns_id: u64,
     pub filename: [u8; PATH_CAP],
 }
 
@@ -701,7 +762,7 @@ const _: () = {
     assert!(core::mem::size_of::<FileOpen>() == 56 + 64 + PATH_CAP);
     assert!(core::mem::size_of::<CgroupChange>() == 56 + 16 + PATH_CAP);
     assert!(core::mem::size_of::<KernelOffsets>() == 96);
-    assert!(core::mem::size_of::<ProcExec>() == 56 + 8 + PATH_CAP);
+    assert!(core::mem::size_of::<ProcExec>() == 56 + 16 + PATH_CAP);
     assert!(core::mem::size_of::<ProcExit>() == 56);
     assert!(core::mem::size_of::<EnvVar>() == 56 + 24 + ENV_CAP);
     assert!(core::mem::size_of::<EnvGates>() == 512 + 8192);
@@ -711,8 +772,10 @@ const _: () = {
     assert!(core::mem::size_of::<TlsWrite>() == 56 + 16 + PAYLOAD_CAP);
     assert!(PAYLOAD_CAP.is_power_of_two());
     assert!(ENV_WINDOW >= ENV_NAME_MAX + 1 + ENV_VALUE_PREFIX_MAX);
-    assert!(core::mem::size_of::<KernelConfig>() == 16);
-    assert!(core::mem::size_of::<ProbeCounters>() == 16);
+    assert!(core::mem::size_of::<KernelConfig>() == 32);
+    assert!(core::mem::size_of::<ProbeCounters>() == 32);
+    assert!(core::mem::size_of::<BudgetKey>() == 16);
+    assert!(core::mem::size_of::<Budget>() == 32);
     assert!(core::mem::size_of::<FilterGates>() == 96 + 8192);
     assert!(PATH_CAP.is_power_of_two());
     assert!(core::mem::offset_of!(FileOpen, path) == core::mem::offset_of!(FileOpen, path_len) + 4);
@@ -727,4 +790,6 @@ mod user {
     unsafe impl aya::Pod for super::FilterGates {}
     unsafe impl aya::Pod for super::EnvGates {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::BudgetKey {}
+    unsafe impl aya::Pod for super::Budget {}
 }

@@ -3,10 +3,11 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_uid_gid, bpf_probe_read_kernel, generated},
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use keytrail_common::{
-    COMM_LEN, EventHeader, KernelConfig, KernelOffsets, ProbeCounters, ProbeId, offsets_valid,
+    Budget, BudgetKey, COMM_LEN, EventHeader, KernelConfig, KernelOffsets, ProbeCounters, ProbeId,
+    offsets_valid,
 };
 
 mod cgroup;
@@ -24,9 +25,25 @@ const EVENTS_BYTES: u32 = 4 << 20;
 /// record itself.
 const WAKEUP_BYTES: u64 = 512 * 1024;
 
-/// Every record for userspace. One ring for all CPUs keeps exec -> open -> exit in order.
+/// Every record for userspace but the lifecycle ones. One ring for all CPUs keeps each
+/// process's records in order.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Exec, exit and cgroup records, on a ring of their own: a flood of other records can never
+/// crowd them out, so the process table stays exact. The agent merges both rings by time.
+#[map]
+static LIFECYCLE: RingBuf = RingBuf::with_byte_size(LIFECYCLE_BYTES, 0);
+
+/// Size of the lifecycle ring: about 1,600 exec records.
+const LIFECYCLE_BYTES: u32 = 1 << 20;
+
+/// Cgroups whose budgets are tracked at most; the least recently used go first.
+const MAX_BUDGETS: u32 = 16384;
+
+/// One token bucket per (cgroup, record family): see `within_budget`.
+#[map]
+static BUDGETS: LruHashMap<BudgetKey, Budget> = LruHashMap::with_max_entries(MAX_BUDGETS, 0);
 
 /// Slot 0: settings written by the agent before it attaches anything.
 #[map]
@@ -44,12 +61,84 @@ static PROBE_STATS: PerCpuArray<ProbeCounters> =
 /// Flags for submitting a record: wake the agent only once enough is pending.
 #[inline(always)]
 fn submit_flags() -> u64 {
+    wake_flags(&EVENTS)
+}
+
+/// The same for the lifecycle ring.
+#[inline(always)]
+fn lifecycle_flags() -> u64 {
+    wake_flags(&LIFECYCLE)
+}
+
+#[inline(always)]
+fn wake_flags(ring: &RingBuf) -> u64 {
     use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+    if ring.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Sends the first `len` bytes of the record at `record` (a record with a variable tail, built
+/// in map memory): a record costs the ring what its data needs, not its full size.
+#[inline(always)]
+fn output_prefix<T>(record: *const T, len: usize, probe: ProbeId) {
+    let max = core::mem::size_of::<T>();
+    let len = if len > max { max } else { len };
+    // SAFETY: `record` points at a whole T in map memory and `len` is at most its size.
+    let bytes = unsafe { core::slice::from_raw_parts(record.cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
+        count_dropped(probe);
+    }
+}
+
+/// Whether cgroup `cgroup_id` may send one more record of `family` (a
+/// [`keytrail_common::record_family`]
+/// value): a token bucket of `budget_per_sec` records a second with `budget_burst` more in
+/// reserve. A record refused is counted against the cgroup (and the probe), never taken from
+/// another workload's share of the ring. Updates race between CPUs; the bucket is then
+/// approximate, never unbounded.
+#[inline(always)]
+fn within_budget(cfg: &KernelConfig, family: u32, cgroup_id: u64, probe: ProbeId) -> bool {
+    let rate = cfg.budget_per_sec as u64;
+    if rate == 0 {
+        return true;
+    }
+    let full = (rate + cfg.budget_burst as u64) * 1000;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { generated::bpf_ktime_get_boot_ns() };
+    let key = BudgetKey {
+        cgroup_id,
+        family,
+        _reserved: 0,
+    };
+    let Some(b) = BUDGETS.get_ptr_mut(key) else {
+        let fresh = Budget {
+            tokens_milli: full - 1000,
+            last_ns: now,
+            sent: 1,
+            dropped: 0,
+        };
+        let _ = BUDGETS.insert(key, fresh, 0);
+        return true;
+    };
+    // SAFETY: a value pointer from a successful lookup; plain stores.
+    unsafe {
+        // At most one second's refill: a long-idle workload starts from a full bucket.
+        let elapsed = now.saturating_sub((*b).last_ns).min(1_000_000_000);
+        let tokens = ((*b).tokens_milli + elapsed * rate / 1_000_000).min(full);
+        (*b).last_ns = now;
+        if tokens < 1000 {
+            (*b).tokens_milli = tokens;
+            (*b).dropped += 1;
+            count_over_budget(probe);
+            return false;
+        }
+        (*b).tokens_milli = tokens - 1000;
+        (*b).sent += 1;
+    }
+    true
 }
 
 /// Error type of every `try_` program body. Programs that observe only map it to "do nothing".
@@ -82,6 +171,22 @@ fn count_dropped(probe: ProbeId) {
     if let Some(c) = PROBE_STATS.get_ptr_mut(probe as u32) {
         // SAFETY: as in count_seen.
         unsafe { (*c).dropped += 1 };
+    }
+}
+
+#[inline(always)]
+fn count_folded(probe: ProbeId) {
+    if let Some(c) = PROBE_STATS.get_ptr_mut(probe as u32) {
+        // SAFETY: as in count_seen.
+        unsafe { (*c).folded += 1 };
+    }
+}
+
+#[inline(always)]
+fn count_over_budget(probe: ProbeId) {
+    if let Some(c) = PROBE_STATS.get_ptr_mut(probe as u32) {
+        // SAFETY: as in count_seen.
+        unsafe { (*c).over_budget += 1 };
     }
 }
 
@@ -186,6 +291,17 @@ fn current_mnt_ns() -> u32 {
     kernel_u32(mnt_ns, o.mnt_ns_inum).unwrap_or(0)
 }
 
+/// The current task's start time (ns since boot, monotonic), 0 if unknown: with the pid it
+/// names one process, whatever reuse of the pid.
+#[inline(always)]
+fn current_start_time() -> u64 {
+    let Some(o) = offsets() else { return 0 };
+    if o.valid & offsets_valid::START_TIME == 0 {
+        return 0;
+    }
+    kernel_u64(current_task(), o.task_start_time).unwrap_or(0)
+}
+
 /// The current task's pid namespace id (the inode number of /proc/PID/ns/pid), 0 if unknown.
 #[inline(always)]
 fn current_pid_ns() -> u32 {
@@ -197,6 +313,19 @@ fn current_pid_ns() -> u32 {
     let level = kernel_u32(pid, o.pid_level).unwrap_or(0) & 31;
     let ns = kernel_u64(pid, o.pid_numbers_ns + level * o.upid_size).unwrap_or(0);
     kernel_u32(ns, o.pid_ns_inum).unwrap_or(0)
+}
+
+/// The current task's mount namespace id that is never reused, 0 if unknown.
+#[inline(always)]
+fn current_mnt_ns_id() -> u64 {
+    let Some(o) = offsets() else { return 0 };
+    let need = offsets_valid::MNT_NS | offsets_valid::MNT_NS_ID;
+    if o.valid & need != need {
+        return 0;
+    }
+    let nsproxy = kernel_u64(current_task(), o.task_nsproxy).unwrap_or(0);
+    let mnt_ns = kernel_u64(nsproxy, o.nsproxy_mnt_ns).unwrap_or(0);
+    kernel_u64(mnt_ns, o.mnt_ns_unique_id).unwrap_or(0)
 }
 
 /// Inode number and device (`dev_t`) of a `struct inode *`; (0, 0) if unknown.

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use keytrail_common::{CgroupChange, EventKind, PATH_CAP, ProbeId, cgroup_op, event_flags};
 
-use super::{EVENTS, ProbeError, ProbeResult, count_dropped, count_seen, fill_header, tp_field};
+use super::{LIFECYCLE, ProbeError, ProbeResult, count_dropped, count_seen, fill_header, tp_field};
 
 /// match-proto: cgroup/cgroup_mkdir: int root@8 int level@12 u64 id@16 __data_loc char[] path@24
 #[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
@@ -41,7 +41,7 @@ fn try_cgroup_change(ctx: &TracePointContext, op: u32) -> ProbeResult {
         return Ok(());
     }
     count_seen(ProbeId::CgroupChange);
-    let Some(mut entry) = EVENTS.reserve::<CgroupChange>(0) else {
+    let Some(mut entry) = LIFECYCLE.reserve::<CgroupChange>(0) else {
         count_dropped(ProbeId::CgroupChange);
         return Err(ProbeError);
     };

@@ -20,12 +20,12 @@ use aya_ebpf::{
 use keytrail_common::{
     ENV_CAP, ENV_HASH_INIT, ENV_NAME_MAX, ENV_VALUE_PREFIX_MAX, ENV_WINDOW, EnvGates, EnvSource,
     EnvVar, EventKind, MAX_ENV_ENTRIES, ProbeId, bit_head, env_fold, env_hash, env_match,
-    event_flags, len_gate, path_hash_step,
+    event_flags, len_gate, path_hash_step, record_family,
 };
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_seen, fill_header,
-    load, store, submit_flags, tp_field,
+    ProbeError, ProbeResult, atomic_add, config, count_seen, fill_header, load, output_prefix,
+    store, tp_field, within_budget,
 };
 
 /// Room for words, names and value prefixes from the config.
@@ -91,6 +91,16 @@ const POINTER_BATCH: usize = 16;
 
 #[map]
 static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room to build one record before it is sent with only the bytes its data needs.
+#[map]
+static ENV_RECORD: PerCpuArray<EnvVar> = PerCpuArray::with_max_entries(1, 0);
+
+/// The bytes of an EnvVar holding `len` bytes of data.
+#[inline(always)]
+fn env_record_len(len: usize) -> usize {
+    core::mem::offset_of!(EnvVar, data) + len + 1
+}
 
 /// match-proto: syscalls/sys_enter_execve: filename@16 argv@24 envp@32
 #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
@@ -226,13 +236,15 @@ fn match_exec_var(walk: &EnvWalk, ptr: *const u8) -> ProbeResult {
 #[inline(always)]
 fn emit_exec_var(walk: &EnvWalk, ptr: *const u8, matched: u32, name_len: u32) -> ProbeResult {
     count_seen(ProbeId::ExecEnv);
-    let Some(mut entry) = EVENTS.reserve::<EnvVar>(0) else {
-        count_dropped(ProbeId::ExecEnv);
-        return Err(ProbeError);
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is a reserved, writable EnvVar; the string read is bounded by ENV_CAP.
-    unsafe {
+    let cfg = config().ok_or(ProbeError)?;
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+    if !within_budget(cfg, record_family::ENV, cgroup_id, ProbeId::ExecEnv) {
+        return Ok(());
+    }
+    let ev = ENV_RECORD.get_ptr_mut(0).ok_or(ProbeError)?;
+    // SAFETY: per-CPU scratch record; the string read is bounded by ENV_CAP.
+    let len = unsafe {
         fill_header(&mut (*ev).header, EventKind::EnvVar as u32, walk.pid_tgid);
         (*ev).exec_id = walk.exec_id;
         (*ev).source = EnvSource::Exec as u32;
@@ -247,8 +259,9 @@ fn emit_exec_var(walk: &EnvWalk, ptr: *const u8, matched: u32, name_len: u32) ->
         if n as usize >= ENV_CAP {
             (*ev).header.flags |= event_flags::TRUNCATED;
         }
-    }
-    entry.submit(submit_flags());
+        (*ev).len as usize & (ENV_CAP - 1)
+    };
+    output_prefix(ev, env_record_len(len), ProbeId::ExecEnv);
     Ok(())
 }
 
@@ -280,12 +293,13 @@ fn on_getenv(name: *const u8) -> ProbeResult {
     }
     let _ = GETENV_SEEN.insert(key, 1, 0);
     count_seen(ProbeId::Getenv);
-    let Some(mut entry) = EVENTS.reserve::<EnvVar>(0) else {
-        count_dropped(ProbeId::Getenv);
-        return Err(ProbeError);
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is a reserved, writable EnvVar; the copy is bounded by the window size.
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+    if !within_budget(cfg, record_family::ENV, cgroup_id, ProbeId::Getenv) {
+        return Ok(());
+    }
+    let ev = ENV_RECORD.get_ptr_mut(0).ok_or(ProbeError)?;
+    // SAFETY: per-CPU scratch record; the copy is bounded by the window size.
     unsafe {
         fill_header(&mut (*ev).header, EventKind::EnvVar as u32, pid_tgid);
         (*ev).exec_id = 0;
@@ -299,7 +313,7 @@ fn on_getenv(name: *const u8) -> ProbeResult {
             s.window.as_ptr().cast(),
         );
     }
-    entry.submit(submit_flags());
+    output_prefix(ev, env_record_len(ENV_NAME_MAX), ProbeId::Getenv);
     Ok(())
 }
 

@@ -16,20 +16,43 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use keytrail_common::{
-    EventKind, FileOpen, FilterGates, KernelConfig, OpenSyscall, PATH_CAP, PREFIX_MAX, ProbeId,
-    SUFFIX_MAX, bit_head, bit256, event_flags, filter,
+    ENV_HASH_INIT, EventKind, FileOpen, FilterGates, KernelConfig, OpenSyscall, PATH_CAP,
+    PREFIX_MAX, ProbeId, SUFFIX_MAX, bit_head, bit256, event_flags, filter, path_hash_step,
+    record_family,
 };
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_seen, current_mnt_ns,
-    current_pid_ns, cwd_identity, fd_identity, fd_inode, fill_header, inode_dev, load, store,
-    submit_flags, tp_field,
+    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_folded, count_seen,
+    current_mnt_ns, current_pid_ns, current_start_time, cwd_identity, fd_identity, fd_inode,
+    fill_header, inode_dev, load, output_prefix, store, submit_flags, tp_field, within_budget,
 };
 
 /// Room for compiled watch rules per filter map.
 const MAX_FILTER_ENTRIES: u32 = 1024;
 /// Files known to hold credentials, checked by identity at every open.
 const MAX_KNOWN_FILES: u32 = 4096;
+/// Distinct (process, file, outcome) opens remembered for folding repeats.
+const MAX_FOLDS: u32 = 65536;
+
+/// What makes two opens the same: the process (pid and start time, so a reused pid is another
+/// process), the name it used (a hash of the path) and the file it got (inode and device), and
+/// the outcome and access mode.
+#[repr(C)]
+struct FoldKey {
+    tgid: u32,
+    /// bit 0: succeeded; bits 1-2: access mode; from bit 4: the filter that matched.
+    bits: u32,
+    start_ns: u64,
+    path: u64,
+    ino: u64,
+    dev: u32,
+    _reserved: u32,
+}
+
+/// When each open was last sent: repeats within the fold window are counted, not sent, so a
+/// process opening one file a million times costs the ring one record per window.
+#[map]
+static OPEN_FOLDS: LruHashMap<FoldKey, u64> = LruHashMap::with_max_entries(MAX_FOLDS, 0);
 /// Opens in flight between enter and exit; LRU so a lost exit cannot leak a slot.
 const MAX_PENDING_OPENS: u32 = 8192;
 const PATH_MASK: usize = PATH_CAP - 1;
@@ -285,9 +308,7 @@ fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
                 (*ev).file_dev = dev;
                 &*ev
             };
-            if EVENTS.output::<FileOpen>(ev, submit_flags()).is_err() {
-                count_dropped(probe);
-            }
+            send_open(ev, probe);
             if PENDING_OPENS.remove(pid_tgid).is_ok() {
                 pending_add(u64::MAX); // wrapping -1
             }
@@ -298,6 +319,67 @@ fn open_exit(ctx: &TracePointContext, probe: ProbeId) -> ProbeResult {
         known_file_open(ret, probe)?;
     }
     Ok(())
+}
+
+/// Sends a completed open, unless it repeats one sent within the fold window (counted as
+/// folded) or its cgroup is over its budget (counted against it).
+#[inline(always)]
+fn send_open(ev: &FileOpen, probe: ProbeId) {
+    let Some(cfg) = config() else { return };
+    if cfg.fold_window_ns != 0 && is_repeat(&fold_key(ev), cfg.fold_window_ns) {
+        count_folded(probe);
+        return;
+    }
+    if !within_budget(cfg, record_family::FILES, ev.header.cgroup_id, probe) {
+        return;
+    }
+    // The path's bytes only: most records are a quarter of the full size.
+    let len = core::mem::offset_of!(FileOpen, path) + (ev.path_len as usize & PATH_MASK) + 1;
+    output_prefix(ev, len, probe);
+}
+
+/// The fold key of a completed open.
+#[inline(always)]
+fn fold_key(ev: &FileOpen) -> FoldKey {
+    let ok = ev.ret >= 0;
+    FoldKey {
+        tgid: ev.header.pid,
+        bits: ok as u32 | ((ev.open_flags as u32 & 3) << 1) | (ev.matched << 4),
+        start_ns: current_start_time(),
+        path: path_hash(ev),
+        ino: ev.file_ino,
+        dev: ev.file_dev,
+        _reserved: 0,
+    }
+}
+
+/// True when the same open was sent within `window` ns; else remembers this one as sent.
+#[inline(always)]
+fn is_repeat(key: &FoldKey, window: u64) -> bool {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { generated::bpf_ktime_get_boot_ns() };
+    // SAFETY: a plain u64 read before any update.
+    if let Some(&last) = unsafe { OPEN_FOLDS.get(key) }
+        && now.wrapping_sub(last) < window
+    {
+        return true;
+    }
+    let _ = OPEN_FOLDS.insert(key, now, 0);
+    false
+}
+
+/// FNV-1a of the captured path, with its length.
+#[inline(always)]
+fn path_hash(ev: &FileOpen) -> u64 {
+    let len = ev.path_len as usize;
+    let mut h = ENV_HASH_INIT;
+    for i in 0..PATH_CAP {
+        if i >= len {
+            break;
+        }
+        h = path_hash_step(h, ev.path[i & PATH_MASK]);
+    }
+    h as u64 | ((len as u64) << 32)
 }
 
 /// An open that passed no path filter but returned a file the agent knows: reported without
@@ -321,6 +403,24 @@ fn known_file_open(fd: i64, probe: ProbeId) -> ProbeResult {
         return Ok(());
     }
     count_seen(probe);
+    let key = FoldKey {
+        tgid: (pid_tgid >> 32) as u32,
+        bits: 1 | (filter::IDENTITY << 4),
+        start_ns: current_start_time(),
+        path: 0,
+        ino,
+        dev,
+        _reserved: 0,
+    };
+    if cfg.fold_window_ns != 0 && is_repeat(&key, cfg.fold_window_ns) {
+        count_folded(probe);
+        return Ok(());
+    }
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+    if !within_budget(cfg, record_family::FILES, cgroup_id, probe) {
+        return Ok(());
+    }
     let Some(mut entry) = EVENTS.reserve::<FileOpen>(0) else {
         count_dropped(probe);
         return Err(ProbeError);

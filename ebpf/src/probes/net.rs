@@ -27,12 +27,20 @@ use aya_ebpf::{
 };
 use keytrail_common::{
     EventKind, MAX_PAYLOAD_PACKETS, NetConnect, NetPayload, NetState, PAYLOAD_CAP, ProbeId,
-    TlsWrite, conn_state, family,
+    TlsWrite, conn_state, family, record_family,
 };
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, config, count_dropped, count_seen, fill_header, submit_flags,
+    EVENTS, ProbeError, ProbeResult, config, count_dropped, count_seen, fill_header, output_prefix,
+    submit_flags, within_budget,
 };
+
+/// Per-CPU room to build a payload record (egress, softirq) and a TLS write record (uprobe,
+/// process context) before each is sent with only the bytes it captured.
+#[map]
+static PAYLOAD_RECORD: PerCpuArray<NetPayload> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static TLS_RECORD: PerCpuArray<TlsWrite> = PerCpuArray::with_max_entries(1, 0);
 
 /// Connections whose first payload is still awaited.
 const MAX_AWAITING: u32 = 65_536;
@@ -83,12 +91,18 @@ fn on_connect(ctx: &SockAddrContext, fam: u16) -> ProbeResult {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if config().is_some_and(|c| c.agent_tgid == (pid_tgid >> 32) as u32) {
+    let cfg = config().ok_or(ProbeError)?;
+    if cfg.agent_tgid == (pid_tgid >> 32) as u32 {
         return Ok(());
     }
     // SAFETY: a sock_addr context is a valid argument of this helper.
     let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.as_ptr()) };
     count_seen(ProbeId::NetConnect);
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+    if !within_budget(cfg, record_family::NET, cgroup_id, ProbeId::NetConnect) {
+        return Ok(());
+    }
     let Some(mut entry) = EVENTS.reserve::<NetConnect>(0) else {
         count_dropped(ProbeId::NetConnect);
         return Err(ProbeError);
@@ -202,14 +216,10 @@ fn on_egress(ctx: &SkBuffContext) -> ProbeResult {
     // SAFETY: the pointer comes from a successful lookup of this map.
     let packet = unsafe { *packets };
     count_seen(ProbeId::NetPayload);
-    let Some(mut entry) = EVENTS.reserve::<NetPayload>(0) else {
-        count_dropped(ProbeId::NetPayload);
-        return Err(ProbeError);
-    };
-    let ev = entry.as_mut_ptr();
+    let ev = PAYLOAD_RECORD.get_ptr_mut(0).ok_or(ProbeError)?;
     let n = bounded_len(avail);
-    // SAFETY: `ev` is a reserved, writable NetPayload; the load length is within
-    // 1..=PAYLOAD_CAP (bounded_len) and the payload holds at least that many bytes.
+    // SAFETY: `ev` is this CPU's scratch record; the load length is within 1..=PAYLOAD_CAP
+    // (bounded_len) and the payload holds at least that many bytes.
     let loaded = unsafe {
         fill_header(&mut (*ev).header, EventKind::NetPayload as u32, 0);
         (*ev).cookie = cookie;
@@ -233,7 +243,12 @@ fn on_egress(ctx: &SkBuffContext) -> ProbeResult {
             ((d[3] as usize) << 8) | d[4] as usize,
         )
     };
-    entry.submit(submit_flags());
+    let captured = if loaded { n } else { 0 };
+    output_prefix(
+        ev,
+        core::mem::offset_of!(NetPayload, data) + captured,
+        ProbeId::NetPayload,
+    );
     // Done with this connection once its ClientHello is complete or it sent an HTTP request
     // head, or after enough packets. CONNECT and other preambles wait for what follows.
     let done = packet + 1 >= MAX_PAYLOAD_PACKETS
@@ -331,14 +346,17 @@ fn on_ssl_write(ctx: &ProbeContext) -> ProbeResult {
     }
     let _ = SSL_SEEN.insert(key, 1, 0);
     count_seen(ProbeId::TlsWrite);
-    let Some(mut entry) = EVENTS.reserve::<TlsWrite>(0) else {
-        count_dropped(ProbeId::TlsWrite);
-        return Err(ProbeError);
-    };
-    let ev = entry.as_mut_ptr();
+    let ev = TLS_RECORD.get_ptr_mut(0).ok_or(ProbeError)?;
+    // SAFETY: helpers without preconditions.
+    let cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+    if let Some(cfg) = config()
+        && !within_budget(cfg, record_family::NET, cgroup_id, ProbeId::TlsWrite)
+    {
+        return Ok(());
+    }
     let n = bounded_len(num as usize);
-    // SAFETY: `ev` is a reserved, writable TlsWrite; the read is bounded to 1..=PAYLOAD_CAP.
-    unsafe {
+    // SAFETY: `ev` is this CPU's scratch record; the read is bounded to 1..=PAYLOAD_CAP.
+    let captured = unsafe {
         fill_header(&mut (*ev).header, EventKind::TlsWrite as u32, pid_tgid);
         (*ev).ssl = ssl;
         (*ev).len = num as u32;
@@ -348,8 +366,13 @@ fn on_ssl_write(ctx: &ProbeContext) -> ProbeResult {
             buf as *const core::ffi::c_void,
         );
         (*ev).captured = if rc == 0 { n as u32 } else { 0 };
-    }
-    entry.submit(submit_flags());
+        if rc == 0 { n } else { 0 }
+    };
+    output_prefix(
+        ev,
+        core::mem::offset_of!(TlsWrite, data) + captured,
+        ProbeId::TlsWrite,
+    );
     Ok(())
 }
 

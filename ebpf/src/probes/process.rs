@@ -10,8 +10,8 @@ use aya_ebpf::{
 use keytrail_common::{EventKind, PATH_CAP, ProbeId, ProcExec, ProcExit, event_flags};
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, count_dropped, count_seen, current_mnt_ns, fill_header,
-    submit_flags, tp_field,
+    LIFECYCLE, ProbeError, ProbeResult, count_dropped, count_seen, current_mnt_ns,
+    current_mnt_ns_id, fill_header, lifecycle_flags, tp_field,
 };
 
 /// match-proto: sched/sched_process_exec: __data_loc char[] filename@8
@@ -23,7 +23,7 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
 
 fn try_proc_exec(ctx: &TracePointContext) -> ProbeResult {
     count_seen(ProbeId::ProcExec);
-    let Some(mut entry) = EVENTS.reserve::<ProcExec>(0) else {
+    let Some(mut entry) = LIFECYCLE.reserve::<ProcExec>(0) else {
         count_dropped(ProbeId::ProcExec);
         return Err(ProbeError);
     };
@@ -46,11 +46,12 @@ fn try_proc_exec(ctx: &TracePointContext) -> ProbeResult {
         (*ev).filename_len = if n > 1 { (n - 1) as u32 } else { 0 };
         // After exec: a process that unshared its mount namespace shows the new one here.
         (*ev).mnt_ns = current_mnt_ns();
+        (*ev).mnt_ns_id = current_mnt_ns_id();
         if n as usize >= PATH_CAP {
             (*ev).header.flags |= event_flags::TRUNCATED;
         }
     }
-    entry.submit(submit_flags());
+    entry.submit(lifecycle_flags());
     Ok(())
 }
 
@@ -68,7 +69,7 @@ fn try_proc_exit(ctx: &TracePointContext) -> ProbeResult {
         return Ok(());
     }
     count_seen(ProbeId::ProcExit);
-    let Some(mut entry) = EVENTS.reserve::<ProcExit>(0) else {
+    let Some(mut entry) = LIFECYCLE.reserve::<ProcExit>(0) else {
         count_dropped(ProbeId::ProcExit);
         return Err(ProbeError);
     };
@@ -80,6 +81,6 @@ fn try_proc_exit(ctx: &TracePointContext) -> ProbeResult {
             bpf_get_current_pid_tgid(),
         )
     };
-    entry.submit(submit_flags());
+    entry.submit(lifecycle_flags());
     Ok(())
 }

@@ -21,6 +21,9 @@
 //!   bind SRC DST           bind-mount SRC on DST (DST is created: a directory, or a file
 //!                          when SRC is one)
 //!   map PATH               map PATH read-only and keep it mapped (it shows in our maps)
+//!   open-repeat PATH N     open(2) and close PATH N times; answers how many succeeded
+//!   open-cycle DIR N SECS  create N files DIR/f-I.pem, then open and close them in turn for
+//!                          SECS seconds; answers the opens made
 //!   spawn PROGRAM ARGS...  run PROGRAM to completion (a fork and an exec, in our namespaces
 //!                          and cgroup); it must succeed; answers its pid
 //!   exit
@@ -232,6 +235,41 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
                 return Err(format!("{}: {status}", args[0]));
             }
             Ok(pid.to_string())
+        }
+        "open-repeat" => {
+            let n: usize = arg(1)?.parse().map_err(|_| "open-repeat: bad count")?;
+            let mut ok = 0;
+            for _ in 0..n {
+                if open_close(arg(0)?)? >= 0 {
+                    ok += 1;
+                }
+            }
+            Ok(ok.to_string())
+        }
+        "open-cycle" => {
+            let dir = arg(0)?;
+            let n: usize = arg(1)?.parse().map_err(|_| "open-cycle: bad count")?;
+            let secs: u64 = arg(2)?.parse().map_err(|_| "open-cycle: bad seconds")?;
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            let paths: Vec<CString> = (0..n)
+                .map(|i| {
+                    let p = format!("{dir}/f-{i}.pem");
+                    std::fs::write(&p, b"x").map_err(|e| e.to_string())?;
+                    cstr(&p)
+                })
+                .collect::<Result<_, _>>()?;
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            let mut opens = 0u64;
+            while std::time::Instant::now() < end {
+                for p in &paths {
+                    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                    if fd >= 0 {
+                        unsafe { libc::close(fd) };
+                    }
+                    opens += 1;
+                }
+            }
+            Ok(opens.to_string())
         }
         "chdir" => std::env::set_current_dir(arg(0)?)
             .map(|_| String::new())

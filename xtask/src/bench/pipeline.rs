@@ -120,7 +120,8 @@ pub fn run(opts: Options) -> Result<()> {
     fs::write(
         &config,
         format!(
-            "output:\n  dedup_window: 0s\n  stats_interval: 1s\n  otlp:\n    endpoint: {}\n    metrics_interval: 5s\ncorrelate:\n  emit_interval: 10s\n",
+            // Every open a record, no budget: the benchmark measures the agent's own capacity.
+            "output:\n  dedup_window: 0s\n  stats_interval: 1s\n  otlp:\n    endpoint: {}\n    metrics_interval: 5s\ncorrelate:\n  emit_interval: 10s\nlimits:\n  workload_records_per_second: 0\n",
             collector.endpoint
         ),
     )?;
