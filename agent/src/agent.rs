@@ -163,6 +163,23 @@ fn watch_homes(probes: &mut Probes, add: &[HomeEntries], remove: &[HomeEntries])
     }
 }
 
+/// Publishes the exec and exit records the kernel lost, for the pipeline to repair its process
+/// table.
+fn note_lifecycle_losses(probes: &Probes, counters: &AgentCounters) {
+    let lost: u64 = probes
+        .counters()
+        .iter()
+        .filter(|(id, _)| {
+            matches!(
+                id,
+                keytrail_common::ProbeId::ProcExec | keytrail_common::ProbeId::ProcExit
+            )
+        })
+        .map(|(_, c)| c.dropped)
+        .sum();
+    counters.lifecycle_lost.store(lost, Ordering::Relaxed);
+}
+
 /// How often the kernel filter follows the Secret volumes of the node's pods.
 const SECRET_VOLUME_SYNC: Duration = Duration::from_secs(1);
 
@@ -432,6 +449,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         inspector,
         first_seen: FirstSeen::default(),
         by_identity,
+        lifecycle_lost_seen: 0,
         clock: BootClock::now(),
         libcs,
         symbols,
@@ -476,6 +494,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             _ = &mut shutdown => break,
             _ = &mut deadline => break,
             _ = ticker.tick() => {
+                note_lifecycle_losses(&probes, &counters);
                 for r in budget_reports.update(&probes.budgets(), &mut budget_cgroups) {
                     fanout.send(r);
                 }
@@ -566,6 +585,8 @@ struct Pipeline {
     first_seen: FirstSeen,
     /// Known credential files go into the kernel's identity check.
     by_identity: bool,
+    /// Lifecycle records lost, as of the last process table repair.
+    lifecycle_lost_seen: u64,
     clock: BootClock,
     /// None when the getenv probe is off.
     libcs: Option<LibcFinder>,
@@ -595,6 +616,7 @@ impl Pipeline {
                     for record in self.correlator.due(SystemTime::now(), false, &counters.correlate) {
                         out.send(record);
                     }
+                    self.repair_after_losses(&counters);
                     continue;
                 }
                 _ = libc_ticker.tick(), if self.libcs.as_ref().is_some_and(LibcFinder::has_due) => {
@@ -624,6 +646,23 @@ impl Pipeline {
     }
 
     /// Has the symbols of each library read off this task, then attached by the main task.
+    /// Repairs the process table from /proc when the kernel has lost exec or exit records
+    /// since the last repair.
+    fn repair_after_losses(&mut self, counters: &AgentCounters) {
+        let lost = counters.lifecycle_lost.load(Ordering::Relaxed);
+        if lost <= self.lifecycle_lost_seen {
+            return;
+        }
+        self.lifecycle_lost_seen = lost;
+        let fixed = self.procs.repair();
+        counters.lifecycle_repairs.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            lost,
+            fixed,
+            "exec or exit records were lost (lifecycle ring full): process table repaired from /proc"
+        );
+    }
+
     fn attach_libcs(&self, found: Vec<LibcFile>) {
         for lib in found {
             let (reader, tx) = (self.symbols.clone(), self.probe_tx.clone());

@@ -822,6 +822,7 @@ impl Probes {
                         sum.dropped += c.dropped;
                         sum.folded += c.folded;
                         sum.over_budget += c.over_budget;
+                        sum.read_failed += c.read_failed;
                     }
                 }
                 (id, sum)

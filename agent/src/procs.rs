@@ -94,6 +94,26 @@ impl ProcessTable {
         self.procs.insert(pid, info);
     }
 
+    /// After exec or exit records were lost: drops the entries whose process is gone or is
+    /// another one now (its start time changed), and refreshes the executable of the others
+    /// (a lost exec left the old one). Returns the entries dropped or corrected.
+    pub fn repair(&mut self) -> usize {
+        let before = self.procs.clone();
+        self.procs.retain(|&pid, info| {
+            let now = read_start_ticks(pid);
+            now.is_some() && (info.start_ticks.is_none() || now == info.start_ticks)
+        });
+        let mut fixed = before.len() - self.procs.len();
+        for (&pid, info) in self.procs.iter_mut() {
+            let exe = read_exe(pid);
+            if exe.is_some() && exe != info.exe {
+                info.exe = exe;
+                fixed += 1;
+            }
+        }
+        fixed
+    }
+
     pub fn len(&self) -> usize {
         self.procs.len()
     }
@@ -142,6 +162,23 @@ fn parse_start_ticks(stat: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn repair_drops_gone_processes_and_refreshes_executables() {
+        let mut t = ProcessTable::new();
+        let me = std::process::id();
+        let stale = |exe: &str, start_ticks| ProcInfo {
+            exe: Some(exe.into()),
+            comm: "x".into(),
+            start_ticks,
+            creation_time: None,
+        };
+        t.insert(u32::MAX - 1, stale("/gone", Some(1)));
+        t.insert(me, stale("/before/a/lost/exec", read_start_ticks(me)));
+        assert_eq!(t.repair(), 2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.lookup(me, "x").exe, read_exe(me));
+    }
+
     use super::*;
 
     #[test]

@@ -29,6 +29,10 @@ pub struct AgentCounters {
     pub otlp: Arc<OtlpCounters>,
     /// Access records handed to the sinks.
     pub accesses: std::sync::atomic::AtomicU64,
+    /// Exec and exit records the kernel lost (its ring full), as last read from the probes,
+    /// and the repairs of the process table from /proc they caused.
+    pub lifecycle_lost: std::sync::atomic::AtomicU64,
+    pub lifecycle_repairs: std::sync::atomic::AtomicU64,
 }
 
 /// Builds one stats record. `final_report` marks the last one, written at shutdown.
@@ -55,7 +59,8 @@ pub fn stats_record(
         r.set(format!("keytrail.probe.{name}.seen"), c.seen)
             .set(format!("keytrail.probe.{name}.dropped"), c.dropped)
             .set(format!("keytrail.probe.{name}.folded"), c.folded)
-            .set(format!("keytrail.probe.{name}.over_budget"), c.over_budget);
+            .set(format!("keytrail.probe.{name}.over_budget"), c.over_budget)
+            .set(format!("keytrail.probe.{name}.read_failed"), c.read_failed);
     }
     for (family, n) in keytrail_common::record_family::NAMES
         .iter()
@@ -81,6 +86,10 @@ pub fn stats_record(
             load(&counters.decode.malformed),
         )
         .set("keytrail.accesses.emitted", load(&counters.accesses))
+        .set(
+            "keytrail.lifecycle.repairs",
+            load(&counters.lifecycle_repairs),
+        )
         .set(
             "keytrail.accesses.deduplicated",
             load(&counters.files.deduplicated),

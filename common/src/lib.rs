@@ -177,6 +177,9 @@ pub struct ProbeCounters {
     pub folded: u64,
     /// Lost because the workload's cgroup was over its budget for this family of records.
     pub over_budget: u64,
+    /// Not judged: the path (or string) could not be read from the process's memory (a page
+    /// not resident when the tracepoint ran cannot be faulted in there).
+    pub read_failed: u64,
 }
 
 /// Families of records that share a per-cgroup budget (see [`Budget`]).
@@ -773,7 +776,7 @@ const _: () = {
     assert!(PAYLOAD_CAP.is_power_of_two());
     assert!(ENV_WINDOW >= ENV_NAME_MAX + 1 + ENV_VALUE_PREFIX_MAX);
     assert!(core::mem::size_of::<KernelConfig>() == 32);
-    assert!(core::mem::size_of::<ProbeCounters>() == 32);
+    assert!(core::mem::size_of::<ProbeCounters>() == 40);
     assert!(core::mem::size_of::<BudgetKey>() == 16);
     assert!(core::mem::size_of::<Budget>() == 32);
     assert!(core::mem::size_of::<FilterGates>() == 96 + 8192);

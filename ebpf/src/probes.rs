@@ -183,6 +183,14 @@ fn count_folded(probe: ProbeId) {
 }
 
 #[inline(always)]
+fn count_read_failed(probe: ProbeId) {
+    if let Some(c) = PROBE_STATS.get_ptr_mut(probe as u32) {
+        // SAFETY: as in count_seen.
+        unsafe { (*c).read_failed += 1 };
+    }
+}
+
+#[inline(always)]
 fn count_over_budget(probe: ProbeId) {
     if let Some(c) = PROBE_STATS.get_ptr_mut(probe as u32) {
         // SAFETY: as in count_seen.

@@ -22,9 +22,10 @@ use keytrail_common::{
 };
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_folded, count_seen,
-    current_mnt_ns, current_pid_ns, current_start_time, cwd_identity, fd_identity, fd_inode,
-    fill_header, inode_dev, load, output_prefix, store, submit_flags, tp_field, within_budget,
+    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_folded,
+    count_read_failed, count_seen, current_mnt_ns, current_pid_ns, current_start_time,
+    cwd_identity, fd_identity, fd_inode, fill_header, inode_dev, load, output_prefix, store,
+    submit_flags, tp_field, within_budget,
 };
 
 /// Room for compiled watch rules per filter map.
@@ -236,6 +237,9 @@ fn open_enter(
         )
     };
     if n <= 1 {
+        if n < 0 && !filename.is_null() {
+            count_read_failed(probe);
+        }
         return Ok(());
     }
     let len = ((n - 1) as usize) & PATH_MASK;
