@@ -827,7 +827,7 @@ impl Pipeline {
                     proc: &proc,
                     cgroup_path: cgroup_path.as_deref(),
                 };
-                self.net.on_connect(e, &who, time);
+                self.net.on_connect(e, &who, time, &counters.net);
                 Vec::new()
             }
             KernelEvent::NetState(e) => {

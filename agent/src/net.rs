@@ -28,7 +28,9 @@ use crate::{
     wire::{ClientHello, HttpHead, Payload, classify_payload},
 };
 
-/// Connections tracked at most (entries leave at close; a lost close only ages out here).
+/// Connections tracked at most. An unnamed connection leaves at its close; a named one (its
+/// first payload gave the destination) gets no close record from the kernel and stays only for
+/// its SSL_write to be linked: the least recently used go first (counted).
 const MAX_CONNECTIONS: usize = 65_536;
 /// Threads whose last connection is remembered, at most.
 const MAX_THREADS: usize = 65_536;
@@ -45,6 +47,8 @@ pub struct NetCounters {
     pub unparsed: AtomicU64,
     /// Payload or SSL_write records for a connection the agent never saw connect.
     pub unmatched: AtomicU64,
+    /// Connections forgotten to make room for newer ones before their close was seen.
+    pub evicted: AtomicU64,
 }
 
 /// What the pipeline should do after a network event.
@@ -107,7 +111,7 @@ fn host_without_port(host: &str) -> String {
 pub struct NetAccess {
     classifier: Classifier,
     cgroups: CgroupFilter,
-    conns: HashMap<u64, Conn>,
+    conns: lru::LruCache<u64, Conn>,
     /// pid_tgid -> cookie of the thread's latest connect.
     last_by_thread: HashMap<u64, u64>,
 }
@@ -117,17 +121,25 @@ impl NetAccess {
         Self {
             classifier,
             cgroups,
-            conns: HashMap::new(),
+            conns: lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_CONNECTIONS).expect("a nonzero bound"),
+            ),
             last_by_thread: HashMap::new(),
         }
     }
 
-    pub fn on_connect(&mut self, ev: &NetConnect, who: &Opener<'_>, time: SystemTime) {
+    pub fn on_connect(
+        &mut self,
+        ev: &NetConnect,
+        who: &Opener<'_>,
+        time: SystemTime,
+        counters: &NetCounters,
+    ) {
         if !self.cgroups.allows(who.cgroup_path) {
             return;
         }
         if self.conns.len() >= MAX_CONNECTIONS {
-            self.conns.clear();
+            counters.evicted.fetch_add(1, Ordering::Relaxed);
         }
         if self.last_by_thread.len() >= MAX_THREADS {
             self.last_by_thread.clear();
@@ -135,7 +147,7 @@ impl NetAccess {
         let h = &ev.header;
         self.last_by_thread
             .insert(((h.pid as u64) << 32) | h.tid as u64, ev.cookie);
-        self.conns.insert(
+        self.conns.put(
             ev.cookie,
             Conn {
                 header: *h,
@@ -166,7 +178,7 @@ impl NetAccess {
                 } else {
                     "established"
                 });
-                if let Some(conn) = self.conns.remove(&ev.cookie) {
+                if let Some(conn) = self.conns.pop(&ev.cookie) {
                     // A ClientHello still waiting for its end never got it.
                     if !conn.partial.is_empty() {
                         counters.unparsed.fetch_add(1, Ordering::Relaxed);
@@ -234,7 +246,9 @@ impl NetAccess {
                 counters.unparsed.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let conn = &self.conns[&ev.cookie];
+        let Some(conn) = self.conns.peek(&ev.cookie) else {
+            return out;
+        };
         for c in &creds {
             out.records.push(wire_record(
                 conn,
@@ -268,7 +282,7 @@ impl NetAccess {
         let Some(conn) = self
             .last_by_thread
             .get(&thread)
-            .and_then(|c| self.conns.get(c))
+            .and_then(|c| self.conns.peek(c))
         else {
             counters.unmatched.fetch_add(1, Ordering::Relaxed);
             return out;

@@ -138,6 +138,7 @@ pub fn stats_record(
         .set("keytrail.net.http_heads", load(&counters.net.http_heads))
         .set("keytrail.net.unparsed", load(&counters.net.unparsed))
         .set("keytrail.net.unmatched", load(&counters.net.unmatched))
+        .set("keytrail.net.evicted", load(&counters.net.evicted))
         .set("keytrail.uses.edges", load(&counters.correlate.edges))
         .set("keytrail.uses.evicted", load(&counters.correlate.evicted))
         .set("keytrail.uses.emitted", load(&counters.correlate.emitted))

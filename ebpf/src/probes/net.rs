@@ -31,8 +31,8 @@ use keytrail_common::{
 };
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, config, count_dropped, count_seen, fill_header, output_prefix,
-    submit_flags, within_budget,
+    EVENTS, ProbeError, ProbeResult, config, count_dropped, count_folded, count_seen, fill_header,
+    output_prefix, submit_flags, within_budget,
 };
 
 /// Per-CPU room to build a payload record (egress, softirq) and a TLS write record (uprobe,
@@ -169,11 +169,16 @@ fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
             if ctx.arg(1) != BPF_TCP_CLOSE {
                 return Ok(());
             }
-            let _ = AWAITING_PAYLOAD.remove(cookie);
+            let awaited = AWAITING_PAYLOAD.remove(cookie).is_ok();
             if ctx.arg(0) == BPF_TCP_SYN_SENT {
                 conn_state::FAILED
-            } else {
+            } else if awaited {
                 conn_state::CLOSED
+            } else {
+                // Its first payload already named the connection: the close tells nothing
+                // new, so no record is spent on it.
+                count_folded(ProbeId::NetState);
+                return Ok(());
             }
         }
     };
