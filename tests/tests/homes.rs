@@ -18,11 +18,14 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn access<'a>(events: &'a [Value], path: &Path) -> Option<&'a Value> {
+/// The read of `path` by processes of `cgroup` (every agent on the node sees every process, the
+/// other tests' agents reading these files to classify them included).
+fn access<'a>(events: &'a [Value], cgroup: &CgroupGuard, path: &Path) -> Option<&'a Value> {
     events.iter().find(|e| {
         e["event.name"] == "keytrail.credential.access"
             && e["file.path"] == path.to_str().unwrap()
             && e["keytrail.file.open.access"] == "read"
+            && e["keytrail.cgroup.path"] == cgroup.rel_path()
     })
 }
 
@@ -88,8 +91,8 @@ fn credential_files_in_service_user_homes_are_classified() {
     });
     let run = agent.stop();
     for (path, _, kind) in &files {
-        let e =
-            access(&run.events, path).unwrap_or_else(|| panic!("{} not reported", path.display()));
+        let e = access(&run.events, &cgroup, path)
+            .unwrap_or_else(|| panic!("{} not reported", path.display()));
         assert_eq!(e["keytrail.credential.kind"], *kind, "{e}");
         assert_eq!(
             e["keytrail.credential.lifetime"],
@@ -175,7 +178,9 @@ fn read_until_reported(
         let (_, out) = run_in_cgroup(cgroup, "/bin/cat", &[path.to_str().unwrap()], env);
         assert!(out.status.success());
         agent.events().into_iter().find(|e| {
-            e["file.path"] == path.to_str().unwrap() && e["keytrail.file.open.access"] == "read"
+            e["file.path"] == path.to_str().unwrap()
+                && e["keytrail.file.open.access"] == "read"
+                && e["keytrail.cgroup.path"] == cgroup.rel_path()
         })
     })
 }
@@ -236,10 +241,10 @@ fn broad_patterns_apply_below_homes_named_by_home_and_by_passwd() {
     w.run("spawn /bin/true");
     let reported = retry_until("a reported read in the passwd home", || {
         w.run(&format!("spawn /bin/cat {}", svc_file.display()));
-        agent
-            .events()
-            .into_iter()
-            .find(|e| e["file.path"] == svc_file.to_str().unwrap())
+        agent.events().into_iter().find(|e| {
+            e["file.path"] == svc_file.to_str().unwrap()
+                && e["keytrail.cgroup.path"] == container.rel_path()
+        })
     });
     assert_eq!(
         reported["keytrail.cgroup.path"],
@@ -249,7 +254,7 @@ fn broad_patterns_apply_below_homes_named_by_home_and_by_passwd() {
 
     let run = agent.stop();
     assert!(
-        access(&run.events, &not_home).is_none(),
+        access(&run.events, &cgroup, &not_home).is_none(),
         "a non-home was matched"
     );
     let stats = run
