@@ -4,11 +4,10 @@
 
 use std::{
     future::Future,
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use keytrail_common::{EnvSource, EventHeader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -16,24 +15,29 @@ use crate::{
     config::Config,
     correlate::Correlator,
     credential::Classifier,
-    env::{EnvAccess, NamedFile},
-    events::{self, KernelEvent, comm},
-    files::{CgroupFilter, FileAccess, FirstSeen, HomeEntries, Opener, access_records},
+    env::EnvAccess,
+    events,
+    files::{CgroupFilter, FileAccess, FirstSeen},
     fingerprint_key::{KeyError, KeySource, load_key},
     inspect::Inspector,
     inventory::{Inventory, InventoryError},
-    libc::{LibcFile, LibcFinder, Library, Resolution, SymbolReader},
-    net::{NetAccess, NetOutcome},
+    libc::{LibcFinder, Library, SymbolReader},
+    net::NetAccess,
+    pipeline::{BootClock, Pipeline},
+    probe_requests::{
+        ProbeRequest, SECRET_VOLUME_SYNC, SecretVolumes, attach_library, host_homes,
+        note_lifecycle_losses, watch_homes,
+    },
     probes::{self, ProbeError, Probes},
-    procs::{ProcInfo, ProcessTable},
-    record::{Record, names},
+    procs::ProcessTable,
+    record::Record,
     sink::{
         Fanout,
         jsonl::{Destination, JsonlError, JsonlSink},
         otlp::{OtlpError, OtlpResource, OtlpSink},
     },
     stats::{AgentCounters, stats_record},
-    watch::{self, WatchRules},
+    watch::WatchRules,
     workload::CgroupPaths,
 };
 
@@ -41,8 +45,6 @@ use crate::{
 const EVENT_QUEUE: usize = 8192;
 /// Records between the pipeline and a sink.
 const RECORD_QUEUE: usize = 8192;
-/// How often use records whose interval has passed are looked for.
-const USE_SWEEP: Duration = Duration::from_secs(1);
 
 /// Resolved settings for one agent run (config file merged with the command line).
 #[derive(Debug, Clone)]
@@ -95,175 +97,6 @@ pub fn classifier(config: &Config, state: &std::path::Path) -> Result<Classifier
         Classifier::new(&key, config.credentials.short_lived_threshold)
             .with_env_names(config.env.rules()),
     )
-}
-
-/// What the pipeline asks of the probes, which the main task owns.
-enum ProbeRequest {
-    /// Attach the getenv or SSL_write uprobe to a newly found library whose symbols were read
-    /// (or count and report one that could not be read).
-    AttachLibrary(Resolution),
-    /// Stop copying a connection's payload (its handshake was found).
-    ForgetConnection(u64),
-    /// Drop an exited process's getenv de-duplication keys.
-    ForgetGetenv(Vec<u64>),
-    /// Add and remove exact paths named by environment variables in the kernel prefilter.
-    ExactPaths {
-        add: Vec<String>,
-        remove: Vec<String>,
-    },
-    /// Check every open against a file found to hold credentials (inode, device), after
-    /// emptying the kernel's set when `reset`.
-    KnowFile { ino: u64, dev: u64, reset: bool },
-    /// Watch below homes found at run time, and stop watching below those gone.
-    Homes {
-        add: Vec<HomeEntries>,
-        remove: Vec<HomeEntries>,
-    },
-}
-
-impl ProbeRequest {
-    fn apply(self, probes: &mut Probes) {
-        match self {
-            ProbeRequest::AttachLibrary(lib) => attach_library(probes, lib),
-            ProbeRequest::ForgetConnection(cookie) => probes.forget_connection(cookie),
-            ProbeRequest::ForgetGetenv(keys) => probes.forget_getenv(&keys),
-            ProbeRequest::ExactPaths { add, remove } => {
-                for path in &remove {
-                    if let Err(error) = probes.remove_exact(path) {
-                        tracing::warn!(%error, "could not remove a path named by an environment variable from the kernel filter");
-                    }
-                }
-                for path in &add {
-                    if let Err(error) = probes.add_exact(path) {
-                        tracing::warn!(%error, "could not add a path named by an environment variable to the kernel filter");
-                    }
-                }
-            }
-            ProbeRequest::Homes { add, remove } => watch_homes(probes, &add, &remove),
-            ProbeRequest::KnowFile { ino, dev, reset } => {
-                if let Err(error) = probes.know_file(ino, dev, reset) {
-                    tracing::warn!(%error, "could not add a credential file to the kernel's known files");
-                }
-            }
-        }
-    }
-}
-
-/// Adds and removes the kernel entries of homes.
-fn watch_homes(probes: &mut Probes, add: &[HomeEntries], remove: &[HomeEntries]) {
-    for (home, entries) in remove {
-        if let Err(error) = probes.remove_home(home, entries) {
-            tracing::warn!(%error, "could not remove a home's entries from the kernel filter");
-        }
-    }
-    for (home, entries) in add {
-        if let Err(error) = probes.add_home(home, entries) {
-            tracing::warn!(%error, "could not add a home's entries to the kernel filter");
-        }
-    }
-}
-
-/// Publishes the exec and exit records the kernel lost, for the pipeline to repair its process
-/// table.
-fn note_lifecycle_losses(probes: &Probes, counters: &AgentCounters) {
-    let lost: u64 = probes
-        .counters()
-        .iter()
-        .filter(|(id, _)| {
-            matches!(
-                id,
-                keytrail_common::ProbeId::ProcExec | keytrail_common::ProbeId::ProcExit
-            )
-        })
-        .map(|(_, c)| c.dropped)
-        .sum();
-    counters.lifecycle_lost.store(lost, Ordering::Relaxed);
-}
-
-/// How often the kernel filter follows the Secret volumes of the node's pods.
-const SECRET_VOLUME_SYNC: Duration = Duration::from_secs(1);
-
-/// The mount points of the node's Secret and projected volumes in the kernel filter: files
-/// there are credentials for their pod even when no watch glob names them.
-#[derive(Default)]
-struct SecretVolumes {
-    generation: Option<u64>,
-    watched: std::collections::BTreeSet<String>,
-}
-
-impl SecretVolumes {
-    /// Follows the pod index: new mount points in, gone ones out.
-    fn sync(&mut self, probes: &mut Probes) {
-        let Some((generation, mounts)) = crate::k8s::secret_mounts() else {
-            return;
-        };
-        if self.generation == Some(generation) {
-            return;
-        }
-        self.generation = Some(generation);
-        for gone in self.watched.difference(&mounts) {
-            let _ = probes.remove_dynamic_prefix(&format!("{gone}/"));
-        }
-        for new in mounts.difference(&self.watched) {
-            if let Err(error) = probes.add_dynamic_prefix(&format!("{new}/")) {
-                tracing::warn!(%error, "could not add a Secret volume to the kernel filter");
-            }
-        }
-        self.watched = mounts;
-    }
-}
-
-/// The homes every node has: /root, the directories under /home, and the host's passwd (read
-/// through PID 1's root, so a containerised agent sees the host's).
-fn host_homes(inspector: &mut Inspector) -> Vec<String> {
-    let mut homes = vec!["/root".to_string()];
-    homes.extend(watch::host_homes());
-    if let Ok(passwd) = inspector.read_workload_file(1, 0, PASSWD, PASSWD_CAP) {
-        homes.extend(crate::homes::passwd_homes(&String::from_utf8_lossy(
-            &passwd,
-        )));
-    }
-    homes
-}
-
-/// Where a workload lists its users and their homes, and how much of it is read.
-const PASSWD: &str = "/etc/passwd";
-const PASSWD_CAP: u64 = 256 * 1024;
-
-fn probe_of(library: Library) -> &'static str {
-    match library {
-        Library::Libc => "getenv",
-        Library::Libssl => "SSL_write",
-    }
-}
-
-/// Attaches to a library at the offsets read from it: only kernel calls, nothing that reads
-/// the workload's file.
-fn attach_library(probes: &mut Probes, resolution: Resolution) {
-    let lib = match resolution {
-        Ok(lib) => lib,
-        Err(skipped) => {
-            probes.count_unreadable(skipped.library);
-            tracing::warn!(
-                library = %skipped.found_at,
-                reason = %skipped.reason,
-                probe = probe_of(skipped.library),
-                "uprobe not attached to this library: its symbols could not be read"
-            );
-            return;
-        }
-    };
-    let probe = probe_of(lib.library);
-    let result = match lib.library {
-        Library::Libc => probes.attach_getenv(&lib),
-        Library::Libssl => probes.attach_tls_write(&lib),
-    };
-    match result {
-        Ok(n) => tracing::info!(library = %lib.found_at, symbols = n, probe, "uprobe attached"),
-        Err(error) => {
-            tracing::warn!(library = %lib.found_at, %error, probe, "uprobe not attached to this library")
-        }
-    }
 }
 
 /// The libraries on the host and in every running process, their symbols read off the main
@@ -543,371 +376,6 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
-}
-
-/// Converts the kernel's CLOCK_BOOTTIME stamps to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-struct BootClock {
-    /// Wall-clock time at boot.
-    boot: SystemTime,
-}
-
-impl BootClock {
-    fn now() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer to a timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-        Self {
-            boot: SystemTime::now() - since_boot,
-        }
-    }
-
-    fn wall(&self, boot_ns: u64) -> SystemTime {
-        self.boot + Duration::from_nanos(boot_ns)
-    }
-}
-
-/// The per-event stages, owned by one task so they need no locks.
-struct Pipeline {
-    procs: ProcessTable,
-    cgroups: CgroupPaths,
-    files: FileAccess,
-    env: EnvAccess,
-    net: NetAccess,
-    /// Write `keytrail.connection` records too (they feed correlation either way).
-    report_connections: bool,
-    correlator: Correlator,
-    inspector: Inspector,
-    first_seen: FirstSeen,
-    /// Known credential files go into the kernel's identity check.
-    by_identity: bool,
-    /// Lifecycle records lost, as of the last process table repair.
-    lifecycle_lost_seen: u64,
-    clock: BootClock,
-    /// None when the getenv probe is off.
-    libcs: Option<LibcFinder>,
-    /// Reads the symbols of the libraries found, off this task.
-    symbols: SymbolReader,
-    probe_tx: mpsc::UnboundedSender<ProbeRequest>,
-}
-
-impl Pipeline {
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<KernelEvent>,
-        out: Fanout,
-        counters: Arc<AgentCounters>,
-    ) {
-        let mut libc_ticker = tokio::time::interval(crate::libc::MAPS_CHECK_DELAY / 2);
-        libc_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut use_ticker = tokio::time::interval(USE_SWEEP);
-        use_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let event = tokio::select! {
-                event = rx.recv() => match event {
-                    Some(e) => e,
-                    None => break,
-                },
-                _ = use_ticker.tick() => {
-                    for record in self.correlator.due(SystemTime::now(), false, &counters.correlate) {
-                        out.send(record);
-                    }
-                    self.repair_after_losses(&counters);
-                    continue;
-                }
-                _ = libc_ticker.tick(), if self.libcs.as_ref().is_some_and(LibcFinder::has_due) => {
-                    let found = self.libcs.as_mut().map(|f| f.check_due(std::time::Instant::now()));
-                    self.attach_libcs(found.unwrap_or_default());
-                    continue;
-                }
-            };
-            for mut record in self.handle(&event, &counters) {
-                if record.name == names::CREDENTIAL_ACCESS {
-                    counters.accesses.fetch_add(1, Ordering::Relaxed);
-                }
-                let uses = self.correlator.on_access(&mut record, &counters.correlate);
-                out.send(record);
-                for u in uses {
-                    out.send(u);
-                }
-            }
-        }
-        // Counters that changed since their last record are written before the agent stops.
-        for record in self
-            .correlator
-            .due(SystemTime::now(), true, &counters.correlate)
-        {
-            out.send_wait(record).await;
-        }
-    }
-
-    /// Has the symbols of each library read off this task, then attached by the main task.
-    /// Repairs the process table from /proc when the kernel has lost exec or exit records
-    /// since the last repair.
-    fn repair_after_losses(&mut self, counters: &AgentCounters) {
-        let lost = counters.lifecycle_lost.load(Ordering::Relaxed);
-        if lost <= self.lifecycle_lost_seen {
-            return;
-        }
-        self.lifecycle_lost_seen = lost;
-        let fixed = self.procs.repair();
-        counters.lifecycle_repairs.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            lost,
-            fixed,
-            "exec or exit records were lost (lifecycle ring full): process table repaired from /proc"
-        );
-    }
-
-    fn attach_libcs(&self, found: Vec<LibcFile>) {
-        for lib in found {
-            let (reader, tx) = (self.symbols.clone(), self.probe_tx.clone());
-            tokio::spawn(async move {
-                let _ = tx.send(ProbeRequest::AttachLibrary(reader.read(lib).await));
-            });
-        }
-    }
-
-    /// The process, cgroup path and wall-clock time of a kernel record.
-    fn who(&mut self, h: &EventHeader) -> (ProcInfo, Option<String>, SystemTime) {
-        let proc = self.procs.lookup(h.pid, &comm(h));
-        let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.pid);
-        (proc, cgroup_path, self.clock.wall(h.time_ns))
-    }
-
-    /// Uses of the connection, its record when connections are written, then its wire
-    /// credentials (after the connection, so a wire sighting upgrades the same use).
-    fn net_outcome(&mut self, outcome: NetOutcome, counters: &AgentCounters) -> Vec<Record> {
-        if let Some(cookie) = outcome.forget_cookie {
-            let _ = self.probe_tx.send(ProbeRequest::ForgetConnection(cookie));
-        }
-        let mut records = Vec::new();
-        if let Some(connection) = outcome.connection {
-            records = self
-                .correlator
-                .on_connection(&connection, &counters.correlate);
-            if self.report_connections {
-                records.push(connection);
-            }
-        }
-        records.extend(outcome.records);
-        records
-    }
-
-    /// What an exec teaches: for a mount namespace seen for the first time, the homes of its
-    /// passwd and the credential files of its watched trees (known by identity from then on);
-    /// the process's `HOME` when the kernel sent it.
-    fn learn_from_exec(
-        &mut self,
-        h: &EventHeader,
-        mnt_ns: Option<u64>,
-        ns_key: Option<u64>,
-        home: Option<&str>,
-        counters: &AgentCounters,
-    ) {
-        let mut add = Vec::new();
-        if let (Some(ns), Some(key)) = (mnt_ns, ns_key)
-            && self.files.first_look_at(key)
-        {
-            if let Ok(passwd) = self
-                .inspector
-                .read_workload_file(h.pid, ns, PASSWD, PASSWD_CAP)
-            {
-                let homes = crate::homes::passwd_homes(&String::from_utf8_lossy(&passwd));
-                add.extend(self.files.add_system_homes(homes, &counters.files));
-            }
-            let trees = if self.by_identity {
-                self.files.watched_trees()
-            } else {
-                Vec::new()
-            };
-            for (ino, dev) in self
-                .inspector
-                .seed_known(h.pid, ns, &trees, SystemTime::now())
-            {
-                let reset = false;
-                let _ = self
-                    .probe_tx
-                    .send(ProbeRequest::KnowFile { ino, dev, reset });
-            }
-        }
-        if let Some(home) = home {
-            add.extend(self.files.add_env_home(h.cgroup_id, home, &counters.files));
-        }
-        if !add.is_empty() {
-            let remove = Vec::new();
-            let _ = self.probe_tx.send(ProbeRequest::Homes { add, remove });
-        }
-    }
-
-    fn watch_named_files(&mut self, named: Vec<NamedFile>, counters: &AgentCounters) {
-        let add: Vec<String> = named
-            .iter()
-            .filter_map(|f| {
-                self.files
-                    .watch_env_path(f.cgroup_id, &f.path, &f.env_name, &counters.files)
-            })
-            .collect();
-        if !add.is_empty() {
-            let remove = Vec::new();
-            let _ = self.probe_tx.send(ProbeRequest::ExactPaths { add, remove });
-        }
-    }
-
-    fn handle(&mut self, event: &KernelEvent, counters: &AgentCounters) -> Vec<Record> {
-        match event {
-            KernelEvent::ProcExec(e) => {
-                let h = &e.header;
-                self.procs.on_exec(e);
-                // The kernel tells the namespace; without BTF offsets, ask procfs.
-                let mnt_ns = match e.mnt_ns {
-                    0 => crate::rootfs::mount_ns(h.pid),
-                    ns => Some(u64::from(ns)),
-                };
-                self.inspector.observe(h.pid, mnt_ns.unwrap_or(0), true);
-                // Inode numbers of namespaces are reused at once: what is learned once per
-                // namespace is keyed by the id the kernel never reuses, when it gives one.
-                let ns_key = match e.mnt_ns_id {
-                    0 => mnt_ns.map(|ns| ns | 1 << 63),
-                    id => Some(id),
-                };
-                if let Some(finder) = &mut self.libcs {
-                    let found = finder.on_exec(h.pid, ns_key);
-                    self.attach_libcs(found);
-                }
-                let (proc, cgroup_path, time) = self.who(h);
-                let who = Opener {
-                    proc: &proc,
-                    cgroup_path: cgroup_path.as_deref(),
-                };
-                let outcome = self
-                    .env
-                    .on_exec(e, &who, time, &mut self.first_seen, &counters.env);
-                self.watch_named_files(outcome.named_files, counters);
-                self.learn_from_exec(h, mnt_ns, ns_key, outcome.home.as_deref(), counters);
-                outcome.records
-            }
-            KernelEvent::CgroupChange(e) => {
-                let path = crate::events::text(&e.path, e.path_len);
-                if e.op == keytrail_common::cgroup_op::MKDIR {
-                    self.cgroups.created(e.cgroup_id, path);
-                } else {
-                    self.cgroups.removed(e.cgroup_id, path);
-                    let (homes, paths) = self.files.cgroup_gone(e.cgroup_id, &counters.files);
-                    if !homes.is_empty() {
-                        let (add, remove) = (Vec::new(), homes);
-                        let _ = self.probe_tx.send(ProbeRequest::Homes { add, remove });
-                    }
-                    if !paths.is_empty() {
-                        let (add, remove) = (Vec::new(), paths);
-                        let _ = self.probe_tx.send(ProbeRequest::ExactPaths { add, remove });
-                    }
-                }
-                Vec::new()
-            }
-            KernelEvent::ProcExit(e) => {
-                self.procs.on_exit(e);
-                self.files.on_exit(e.header.pid);
-                self.correlator.on_exit(e.header.pid);
-                self.inspector.forget(e.header.pid);
-                let keys = self.env.on_exit(e.header.pid);
-                if !keys.is_empty() {
-                    let _ = self.probe_tx.send(ProbeRequest::ForgetGetenv(keys));
-                }
-                Vec::new()
-            }
-            KernelEvent::NetConnect(e) => {
-                let h = &e.header;
-                let (proc, cgroup_path, time) = self.who(h);
-                let who = Opener {
-                    proc: &proc,
-                    cgroup_path: cgroup_path.as_deref(),
-                };
-                self.net.on_connect(e, &who, time, &counters.net);
-                Vec::new()
-            }
-            KernelEvent::NetState(e) => {
-                let outcome = self.net.on_state(e, &counters.net);
-                self.net_outcome(outcome, counters)
-            }
-            KernelEvent::NetPayload(e) => {
-                let outcome = self.net.on_payload(e, &mut self.first_seen, &counters.net);
-                self.net_outcome(outcome, counters)
-            }
-            KernelEvent::TlsWrite(e) => {
-                let outcome = self
-                    .net
-                    .on_tls_write(e, &mut self.first_seen, &counters.net);
-                self.net_outcome(outcome, counters)
-            }
-            KernelEvent::EnvVar(e) if e.source == EnvSource::Exec as u32 => {
-                self.env.on_exec_var(e, &counters.env);
-                Vec::new()
-            }
-            KernelEvent::EnvVar(e) => {
-                let h = &e.header;
-                let (proc, cgroup_path, time) = self.who(h);
-                let who = Opener {
-                    proc: &proc,
-                    cgroup_path: cgroup_path.as_deref(),
-                };
-                self.env
-                    .on_getenv(e, &who, time, &mut self.first_seen, &counters.env)
-            }
-            KernelEvent::FileOpen(e) => {
-                let h = &e.header;
-                let (proc, cgroup_path, time) = self.who(h);
-                let who = Opener {
-                    proc: &proc,
-                    cgroup_path: cgroup_path.as_deref(),
-                };
-                let Some(access) = self.files.on_open(e, &who, time, &counters.files) else {
-                    return Vec::new();
-                };
-                if let Some(target) = access.environ_of {
-                    let inspection = self.inspector.inspect_environ(target, SystemTime::now());
-                    return access_records(
-                        access.record,
-                        Some(&inspection),
-                        SystemTime::now(),
-                        &mut self.first_seen,
-                    );
-                }
-                if access.mnt_ns != 0 {
-                    self.inspector.observe(h.pid, access.mnt_ns, false);
-                }
-                let inspection = access.readable.then(|| {
-                    let reader = access.reader(h.pid, cgroup_path.as_deref());
-                    self.inspector.inspect(
-                        &reader,
-                        &access.path,
-                        access.env_hint.as_deref(),
-                        SystemTime::now(),
-                    )
-                });
-                if let Some(Err(e)) = inspection.as_ref().map(|i| &i.content) {
-                    counters.files.count_unreadable(e);
-                }
-                if let (Some((ino, dev)), reset) = self.inspector.take_known()
-                    && self.by_identity
-                {
-                    let _ = self
-                        .probe_tx
-                        .send(ProbeRequest::KnowFile { ino, dev, reset });
-                }
-                access_records(
-                    access.record,
-                    inspection.as_ref(),
-                    SystemTime::now(),
-                    &mut self.first_seen,
-                )
-            }
-        }
-    }
 }
 
 /// `keytrail bench-floor`: attaches the empty floor programs of one family, prints a stats line when ready

@@ -1,10 +1,12 @@
 //! keytrail's agent as a library: one module per stage of the data flow.
 //!
-//! `probes` (load/attach) -> `events` (ring buffer decode) -> `procs` / `workload` (who) ->
-//! `files` (file opens) and `env` (environment variables) -> access records -> `sink` (JSON
-//! lines). `watch` compiles the watch rules for both the kernel prefilter and the exact match;
-//! `libc` finds the libcs the getenv probe attaches to and `elf` reads where in them;
-//! `agent` wires the stages together.
+//! `probes` (load/attach) -> `events` (ring buffer decode) -> `pipeline` (one task:
+//! `procs` / `workload` who; `files`, `env`, `net` what and where; `correlate` uses) -> `sink`
+//! (JSON lines, OTLP) and `inventory`. `watch` compiles the watch rules for both the kernel
+//! prefilter and the exact match, `homes` and `env_paths` extend it at run time; `openpath`,
+//! `roots`, `rootfs` and `inspect` find and read what an open names; `libc` finds the
+//! libraries uprobes attach to and `elf` reads where in them; `probe_requests` carries what the
+//! pipeline asks of the probes; `agent` wires the stages together.
 
 pub mod agent;
 pub mod budgets;
@@ -28,6 +30,8 @@ pub mod kernel_offsets;
 pub mod libc;
 pub mod net;
 pub mod openpath;
+pub mod pipeline;
+pub mod probe_requests;
 pub mod probes;
 pub mod procs;
 pub mod record;
