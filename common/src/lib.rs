@@ -55,6 +55,7 @@ pub mod names {
     pub const OFFSETS: &str = "OFFSETS";
     pub const KNOWN_HOMES: &str = "KNOWN_HOMES";
     pub const KNOWN_FILES: &str = "KNOWN_FILES";
+    pub const KNOWN_INOS: &str = "KNOWN_INOS";
 }
 
 /// Kinds of records on the ring buffer. Ids are grouped by family and never reused.
@@ -235,6 +236,17 @@ pub struct KernelConfig {
     /// A rate of 0 means no budget.
     pub budget_per_sec: u32,
     pub budget_burst: u32,
+}
+
+/// Key of [`names::KNOWN_FILES`]: a file by inode number and device (the kernel's `dev_t`,
+/// `major << 20 | minor`). Inode numbers alone repeat across filesystems (every fresh tmpfs
+/// counts from the same start).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KnownFile {
+    pub ino: u64,
+    pub dev: u32,
+    pub _reserved: u32,
 }
 
 /// Offsets into kernel structures, computed by the agent from the kernel's BTF
@@ -776,6 +788,7 @@ const _: () = {
     assert!(PAYLOAD_CAP.is_power_of_two());
     assert!(ENV_WINDOW >= ENV_NAME_MAX + 1 + ENV_VALUE_PREFIX_MAX);
     assert!(core::mem::size_of::<KernelConfig>() == 32);
+    assert!(core::mem::size_of::<KnownFile>() == 16);
     assert!(core::mem::size_of::<ProbeCounters>() == 40);
     assert!(core::mem::size_of::<BudgetKey>() == 16);
     assert!(core::mem::size_of::<Budget>() == 32);
@@ -795,4 +808,5 @@ mod user {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::BudgetKey {}
     unsafe impl aya::Pod for super::Budget {}
+    unsafe impl aya::Pod for super::KnownFile {}
 }

@@ -126,6 +126,36 @@ fn another_name_for_a_known_credential_file_is_reported_with_its_fingerprint() {
 }
 
 #[test]
+fn a_known_file_stays_known_when_another_filesystem_has_a_file_of_the_same_number() {
+    let mut agent = Agent::start(None);
+    let cgroup = CgroupGuard::new("same-number");
+    // Two private /run tmpfs filled the same way: their token files get the same inode number.
+    let mut first = Workload::spawn(WORKLOAD.as_ref(), &cgroup);
+    let (token, fp) = planted(&mut agent, &mut first);
+    let mut second = Workload::spawn(WORKLOAD.as_ref(), &cgroup);
+    let (other_token, other_fp) = planted(&mut agent, &mut second);
+    let inode = |w: &Workload| {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(format!("/proc/{}/root{TOKEN_PATH}", w.pid())).unwrap();
+        (m.ino(), m.dev())
+    };
+    let (a, b) = (inode(&first), inode(&second));
+    assert!(
+        a.0 == b.0 && a.1 != b.1,
+        "not the same number on two devices: {a:?} {b:?}"
+    );
+    // Both are still caught by identity under another name.
+    first.run(&format!("link {TOKEN_PATH} /run/innocent.txt"));
+    second.run(&format!("link {TOKEN_PATH} /run/innocent.txt"));
+    child_read_reported(&agent, &mut first, "/run/innocent.txt", &fp);
+    child_read_reported(&agent, &mut second, "/run/innocent.txt", &other_fp);
+    let run = agent.stop();
+    let all: String = run.events.iter().map(Value::to_string).collect();
+    assert_no_leak("JSON lines", &all, &token);
+    assert_no_leak("JSON lines", &all, &other_token);
+}
+
+#[test]
 fn a_path_longer_than_the_copy_window_is_reported() {
     let mut agent = Agent::start(None);
     let dir = tempfile::Builder::new()

@@ -9,8 +9,8 @@ use aya::{
     maps::{HashMap as BpfHashMap, LpmTrie, MapData, lpm_trie::Key},
 };
 use keytrail_common::{
-    ENV_VALUE_PREFIX_MAX, EnvGates, FilterGates, MAX_BASENAME_PREFIX_LENS, PREFIX_MAX, SUFFIX_MAX,
-    env_match, env_name_hash, env_word_hash, filter, names,
+    ENV_VALUE_PREFIX_MAX, EnvGates, FilterGates, KnownFile, MAX_BASENAME_PREFIX_LENS, PREFIX_MAX,
+    SUFFIX_MAX, env_match, env_name_hash, env_word_hash, filter, names,
 };
 
 use super::{HOME_VAR, ProbeError, Probes, set_slot};
@@ -134,28 +134,48 @@ impl Probes {
     /// the agent's own set having been reset): opens of it by any other name are reported.
     /// `dev` is as stat(2) reports it.
     pub fn know_file(&mut self, ino: u64, dev: u64, reset: bool) -> Result<(), ProbeError> {
-        let name = names::KNOWN_FILES;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(ProbeError::MissingMap(name))?;
-        let mut known: BpfHashMap<_, u64, u32> =
-            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        let map_err = |name| move |source| ProbeError::Map { name, source };
+        let (files, inos) = (names::KNOWN_FILES, names::KNOWN_INOS);
         if reset {
-            let keys: Vec<u64> = known.keys().flatten().collect();
-            for k in keys {
+            let mut known: BpfHashMap<_, KnownFile, u8> = self.hash_map(files)?;
+            for k in known.keys().flatten().collect::<Vec<_>>() {
                 let _ = known.remove(&k);
+            }
+            let mut by_ino: BpfHashMap<_, u64, u32> = self.hash_map(inos)?;
+            for k in by_ino.keys().flatten().collect::<Vec<_>>() {
+                let _ = by_ino.remove(&k);
             }
             self.kernel_config.known_files = 0;
         }
         // The kernel's dev_t: major << 20 | minor.
-        let kdev = (libc::major(dev) << 20) | libc::minor(dev);
-        known
-            .insert(ino, kdev, 0)
-            .map_err(|source| ProbeError::Map { name, source })?;
+        let key = KnownFile {
+            ino,
+            dev: (libc::major(dev) << 20) | libc::minor(dev),
+            _reserved: 0,
+        };
+        let mut known: BpfHashMap<_, KnownFile, u8> = self.hash_map(files)?;
+        if known.get(&key, 0).is_ok() {
+            return Ok(());
+        }
+        known.insert(key, 1, 0).map_err(map_err(files))?;
+        // Counted per inode number: files of other devices may share it.
+        let mut by_ino: BpfHashMap<_, u64, u32> = self.hash_map(inos)?;
+        let sharing = by_ino.get(&ino, 0).unwrap_or(0);
+        by_ino.insert(ino, sharing + 1, 0).map_err(map_err(inos))?;
         self.kernel_config.known_files += 1;
         let config = self.kernel_config;
         set_slot(&mut self.ebpf, names::CONFIG, config)
+    }
+
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&mut MapData, K, V>, ProbeError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap(name))?;
+        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })
     }
 
     /// Stops watching below a home that is gone.

@@ -16,9 +16,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use keytrail_common::{
-    ENV_HASH_INIT, EventKind, FileOpen, FilterGates, KernelConfig, OpenSyscall, PATH_CAP,
-    PREFIX_MAX, ProbeId, SUFFIX_MAX, bit_head, bit256, event_flags, filter, path_hash_step,
-    record_family,
+    ENV_HASH_INIT, EventKind, FileOpen, FilterGates, KernelConfig, KnownFile, OpenSyscall,
+    PATH_CAP, PREFIX_MAX, ProbeId, SUFFIX_MAX, bit_head, bit256, event_flags, filter,
+    path_hash_step, record_family,
 };
 
 use super::{
@@ -89,11 +89,15 @@ static FILTER_PREFIX: LpmTrie<[u8; PREFIX_MAX], u32> =
 static FILTER_EXACT: LpmTrie<[u8; PREFIX_MAX], u32> =
     LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, 0);
 
-/// Inode number -> device (`dev_t`) of files the agent classified as holding credentials: an
-/// open of one under any other name (hard link, bind mount, symlink, odd spelling) is reported
-/// too.
+/// Files (inode number and device) the agent classified as holding credentials: an open of one
+/// under any other name (hard link, bind mount, symlink, odd spelling) is reported too.
 #[map]
-static KNOWN_FILES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_KNOWN_FILES, 0);
+static KNOWN_FILES: HashMap<KnownFile, u8> = HashMap::with_max_entries(MAX_KNOWN_FILES, 0);
+
+/// Inode numbers of `KNOWN_FILES` -> how many known files have that number: checked first, so
+/// an open of any other file costs one lookup and no read of its device.
+#[map]
+static KNOWN_INOS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_KNOWN_FILES, 0);
 
 /// Per-CPU working memory: the event under construction and the reversed path (too big for
 /// the 512-byte stack).
@@ -399,11 +403,18 @@ fn known_file_open(fd: i64, probe: ProbeId) -> ProbeResult {
         return Ok(());
     }
     let (inode, ino) = fd_inode(fd);
-    // SAFETY: the value is a plain u32 read before any update of the map.
-    let Some(&dev) = (unsafe { KNOWN_FILES.get(ino) }) else {
+    // SAFETY: plain values read before any update of the maps.
+    if ino == 0 || unsafe { KNOWN_INOS.get(ino) }.is_none() {
         return Ok(());
+    }
+    let dev = inode_dev(inode);
+    let known = KnownFile {
+        ino,
+        dev,
+        _reserved: 0,
     };
-    if ino == 0 || inode_dev(inode) != dev {
+    // SAFETY: as above.
+    if unsafe { KNOWN_FILES.get(known) }.is_none() {
         return Ok(());
     }
     count_seen(probe);
