@@ -197,6 +197,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     if config.network.connections {
         probes.load_network(cgroups.mount(), config.network.ssl_write_probe);
     }
+    let conn_folds = if config.network.connections {
+        probes.take_conn_folds()
+    } else {
+        None
+    };
     // Libraries found before readiness carry their uprobes when the agent says it is ready.
     let mut wanted = Vec::new();
     if probes.getenv_loaded() {
@@ -287,6 +292,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         libcs,
         symbols,
         probe_tx,
+        conn_folds,
     };
     let pipeline_task = tokio::spawn(pipeline.run(event_rx, fanout.clone(), Arc::clone(&counters)));
 

@@ -308,7 +308,7 @@ impl Correlator {
                     port: u16::try_from(port).unwrap_or(0),
                 };
                 let peer = str_attr(r, "network.peer.address").map(str::to_string);
-                out.extend(self.observe(key, Evidence::Wire, r, pid, peer, counters));
+                out.extend(self.observe(key, Evidence::Wire, r, pid, peer, 1, counters));
             }
         } else {
             let held = Held {
@@ -335,6 +335,18 @@ impl Correlator {
     /// A connection record (destination named or connection closed): a use of every credential
     /// its process, or another process of its workload, held within the window.
     pub fn on_connection(&mut self, r: &Record, counters: &CorrelateCounters) -> Vec<Record> {
+        self.on_connections(r, 1, counters)
+    }
+
+    /// `n` connections like the one of record `r` (the kernel folded repeats of a connection
+    /// already named: same process, same destination, same name): each counts as a use, as
+    /// if each had its own record.
+    pub fn on_connections(
+        &mut self,
+        r: &Record,
+        n: u64,
+        counters: &CorrelateCounters,
+    ) -> Vec<Record> {
         if str_attr(r, "keytrail.connection.outcome") == Some("failed") {
             return Vec::new();
         }
@@ -373,7 +385,7 @@ impl Correlator {
                 address: address.to_string(),
                 port: u16::try_from(port).unwrap_or(0),
             };
-            out.extend(self.observe(key, evidence, r, pid, peer.clone(), counters));
+            out.extend(self.observe(key, evidence, r, pid, peer.clone(), n, counters));
         }
         out
     }
@@ -410,7 +422,11 @@ impl Correlator {
         self.by_process.remove(&i64::from(pid));
     }
 
-    /// One more sighting of an edge; returns its record when one is due now.
+    /// `n` more sightings of an edge; returns its record when one is due now.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an edge sighting is all of these; a struct for one private call adds nothing"
+    )]
     fn observe(
         &mut self,
         key: EdgeKey,
@@ -418,6 +434,7 @@ impl Correlator {
         r: &Record,
         pid: i64,
         peer: Option<String>,
+        n: u64,
         counters: &CorrelateCounters,
     ) -> Option<Record> {
         let who: Vec<(Key, Value)> = r.attrs.iter().filter(|(k, _)| is_who(k)).cloned().collect();
@@ -436,7 +453,7 @@ impl Correlator {
                                 .unwrap_or(true)
                     });
                 if !same_request {
-                    edge.count += 1;
+                    edge.count += n;
                 }
                 if evidence != Evidence::Wire {
                     edge.last_connection = Some((pid, time));
@@ -455,7 +472,7 @@ impl Correlator {
             None => {
                 let edge = Edge {
                     evidence,
-                    count: 1,
+                    count: n,
                     first_seen: time,
                     last_seen: time,
                     emitted_at: None,

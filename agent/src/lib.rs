@@ -13,6 +13,7 @@ pub mod budgets;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod conn_folds;
 pub mod correlate;
 pub mod credential;
 pub mod dedup;

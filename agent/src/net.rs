@@ -17,7 +17,8 @@ use std::{
 };
 
 use keytrail_common::{
-    NetConnect, NetPayload, NetState, PAYLOAD_CAP, TlsWrite, conn_state, family,
+    CONN_SIGNATURE_MAX, ConnFold, ConnFoldKey, NetConnect, NetPayload, NetState, PAYLOAD_CAP,
+    TlsWrite, conn_state, family, path_hash,
 };
 
 use crate::{
@@ -49,6 +50,11 @@ pub struct NetCounters {
     pub unmatched: AtomicU64,
     /// Connections forgotten to make room for newer ones before their close was seen.
     pub evicted: AtomicU64,
+    /// Repeats of a named connection the kernel folded (counted, not sent), credited as uses.
+    pub folded: AtomicU64,
+    /// Connect records of repeats the kernel held past their first seconds without payload,
+    /// taken and handled by the agent.
+    pub held_taken: AtomicU64,
 }
 
 /// What the pipeline should do after a network event.
@@ -61,10 +67,17 @@ pub struct NetOutcome {
     pub connection: Option<Record>,
     /// The kernel may stop copying this connection's payload.
     pub forget_cookie: Option<u64>,
+    /// How the kernel can recognise (and only count) repeats of this connection: same process,
+    /// same destination, the same name at the same place in the first payload.
+    pub fold: Option<(ConnFoldKey, ConnFold)>,
 }
 
 struct Conn {
     header: keytrail_common::EventHeader,
+    /// Process and destination, as the kernel keys its folds.
+    fold_key: ConnFoldKey,
+    /// The first payload packet as captured, where a fold signature must be found.
+    first_packet: Vec<u8>,
     time: SystemTime,
     proc: ProcInfo,
     cgroup_path: Option<String>,
@@ -151,6 +164,14 @@ impl NetAccess {
             ev.cookie,
             Conn {
                 header: *h,
+                fold_key: ConnFoldKey {
+                    cgroup_id: h.cgroup_id,
+                    tgid: h.pid,
+                    family: ev.family,
+                    port: ev.port,
+                    addr: ev.addr,
+                },
+                first_packet: Vec::new(),
                 time,
                 proc: who.proc.clone(),
                 cgroup_path: who.cgroup_path.map(str::to_string),
@@ -185,6 +206,10 @@ impl NetAccess {
                     }
                     if !conn.reported {
                         out.connection = Some(connection_record(&conn));
+                        // Named by its address only: repeats that close without payload fold.
+                        if ev.state == conn_state::CLOSED && conn.first_packet.is_empty() {
+                            out.fold = Some((conn.fold_key, signature(ev.header.time_ns, 0, &[])));
+                        }
                     }
                 }
             }
@@ -207,6 +232,9 @@ impl NetAccess {
         // A client sends payload only on an established connection.
         conn.outcome = Some("established");
         let captured = (ev.captured as usize).min(ev.data.len());
+        if ev.packet == 0 {
+            conn.first_packet = ev.data[..captured].to_vec();
+        }
         let mut bytes = std::mem::take(&mut conn.partial);
         bytes.extend_from_slice(&ev.data[..captured]);
         let now = SystemTime::now();
@@ -261,6 +289,7 @@ impl NetAccess {
         }
         if (conn.tls.is_some() || conn.http_host.is_some()) && !conn.reported {
             out.connection = Some(connection_record(conn));
+            out.fold = fold_signature(conn, ev.header.time_ns);
             if let Some(c) = self.conns.get_mut(&ev.cookie) {
                 c.reported = true;
             }
@@ -303,6 +332,49 @@ impl NetAccess {
             out.records.push(r);
         }
         out
+    }
+}
+
+/// The signature of a connection named by its first payload: where the name (SNI, else the
+/// Host value) sits in the first packet, and the hash of its first bytes. None when the name is
+/// not in the first packet (a ClientHello split across packets) or appears more than once.
+fn fold_signature(conn: &Conn, now_ns: u64) -> Option<(ConnFoldKey, ConnFold)> {
+    let name = conn
+        .tls
+        .as_ref()
+        .and_then(|t| t.sni.clone())
+        .or_else(|| conn.http_host.clone())?;
+    let name = name.as_bytes();
+    let packet = &conn.first_packet;
+    if name.is_empty() || name.len() > packet.len() {
+        return None;
+    }
+    let mut at = packet
+        .windows(name.len())
+        .enumerate()
+        .filter(|(_, w)| *w == name);
+    let (offset, _) = at.next()?;
+    if at.next().is_some() {
+        return None;
+    }
+    let len = name.len().min(CONN_SIGNATURE_MAX);
+    let offset = u16::try_from(offset).ok()?;
+    Some((
+        conn.fold_key,
+        signature(
+            now_ns,
+            offset,
+            &packet[offset as usize..offset as usize + len],
+        ),
+    ))
+}
+
+fn signature(now_ns: u64, offset: u16, bytes: &[u8]) -> ConnFold {
+    ConnFold {
+        confirmed_ns: now_ns,
+        offset,
+        len: bytes.len() as u16,
+        hash: path_hash(bytes),
     }
 }
 

@@ -10,6 +10,7 @@ use keytrail_common::{EnvSource, EventHeader};
 use tokio::sync::mpsc;
 
 use crate::{
+    conn_folds::ConnFolds,
     correlate::Correlator,
     env::{EnvAccess, NamedFile},
     events::{KernelEvent, comm},
@@ -37,21 +38,25 @@ pub(crate) struct BootClock {
 
 impl BootClock {
     pub(crate) fn now() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer to a timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
         Self {
-            boot: SystemTime::now() - since_boot,
+            boot: SystemTime::now() - Duration::from_nanos(boot_ns_now()),
         }
     }
 
     fn wall(&self, boot_ns: u64) -> SystemTime {
         self.boot + Duration::from_nanos(boot_ns)
     }
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds: the kernel's record clock.
+fn boot_ns_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32).as_nanos() as u64
 }
 
 /// The per-event stages, owned by one task so they need no locks.
@@ -76,6 +81,8 @@ pub(crate) struct Pipeline {
     /// Reads the symbols of the libraries found, off this task.
     pub(crate) symbols: SymbolReader,
     pub(crate) probe_tx: mpsc::UnboundedSender<ProbeRequest>,
+    /// Connections the kernel folds (None without the network programs).
+    pub(crate) conn_folds: Option<ConnFolds>,
 }
 
 impl Pipeline {
@@ -96,6 +103,9 @@ impl Pipeline {
                     None => break,
                 },
                 _ = use_ticker.tick() => {
+                    for record in self.sweep_conn_folds(&counters) {
+                        out.send(record);
+                    }
                     for record in self.correlator.due(SystemTime::now(), false, &counters.correlate) {
                         out.send(record);
                     }
@@ -170,15 +180,53 @@ impl Pipeline {
         }
         let mut records = Vec::new();
         if let Some(connection) = outcome.connection {
-            records = self
-                .correlator
-                .on_connection(&connection, &counters.correlate);
+            if let (Some(folds), Some((key, fold))) = (&mut self.conn_folds, outcome.fold) {
+                let replaced = folds.install(key, fold, connection.clone());
+                records = self.credit_folds(replaced, counters);
+            }
+            records.extend(
+                self.correlator
+                    .on_connection(&connection, &counters.correlate),
+            );
             if self.report_connections {
                 records.push(connection);
             }
         }
         records.extend(outcome.records);
         records
+    }
+
+    /// Connect records the kernel held too long, handled now; connections folded since the
+    /// last sweep, counted as uses.
+    fn sweep_conn_folds(&mut self, counters: &AgentCounters) -> Vec<Record> {
+        let Some(folds) = &mut self.conn_folds else {
+            return Vec::new();
+        };
+        let held = folds.take_held(boot_ns_now());
+        let folded = folds.take_new();
+        counters
+            .net
+            .held_taken
+            .fetch_add(held.len() as u64, Ordering::Relaxed);
+        for connect in held {
+            self.handle(&KernelEvent::NetConnect(connect), counters);
+        }
+        self.credit_folds(folded, counters)
+    }
+
+    /// Counts connections the kernel folded as uses, each like the connection that was named.
+    fn credit_folds(
+        &mut self,
+        folded: Vec<(Record, u64)>,
+        counters: &AgentCounters,
+    ) -> Vec<Record> {
+        folded
+            .into_iter()
+            .flat_map(|(r, n)| {
+                counters.net.folded.fetch_add(n, Ordering::Relaxed);
+                self.correlator.on_connections(&r, n, &counters.correlate)
+            })
+            .collect()
     }
 
     /// What an exec teaches: for a mount namespace seen for the first time, the homes of its
@@ -295,13 +343,19 @@ impl Pipeline {
             KernelEvent::ProcExit(e) => {
                 self.procs.on_exit(e);
                 self.files.on_exit(e.header.pid);
+                // Its folded connections count before what it held stops being evidence.
+                let folded = match &mut self.conn_folds {
+                    Some(folds) => folds.forget_process(e.header.pid),
+                    None => Vec::new(),
+                };
+                let records = self.credit_folds(folded, counters);
                 self.correlator.on_exit(e.header.pid);
                 self.inspector.forget(e.header.pid);
                 let keys = self.env.on_exit(e.header.pid);
                 if !keys.is_empty() {
                     let _ = self.probe_tx.send(ProbeRequest::ForgetGetenv(keys));
                 }
-                Vec::new()
+                records
             }
             KernelEvent::NetConnect(e) => {
                 let h = &e.header;

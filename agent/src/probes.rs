@@ -600,6 +600,19 @@ impl Probes {
         })
     }
 
+    /// Takes the connection fold maps for the pipeline, which installs signatures and reads
+    /// counts. None when the network programs are not loaded.
+    pub fn take_conn_folds(&mut self) -> Option<crate::conn_folds::ConnFolds> {
+        let signatures = self.ebpf.take_map(names::CONN_FOLDS)?;
+        let counts = self.ebpf.take_map(names::CONN_FOLD_COUNTS)?;
+        let pending = self.ebpf.take_map(names::PENDING_CONNS)?;
+        Some(crate::conn_folds::ConnFolds::new(
+            BpfHashMap::try_from(signatures).ok()?,
+            BpfHashMap::try_from(counts).ok()?,
+            BpfHashMap::try_from(pending).ok()?,
+        ))
+    }
+
     fn take_ring(&mut self, name: &'static str) -> Result<RingBuf<MapData>, ProbeError> {
         let map = self
             .ebpf

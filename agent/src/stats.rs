@@ -139,6 +139,8 @@ pub fn stats_record(
         .set("keytrail.net.unparsed", load(&counters.net.unparsed))
         .set("keytrail.net.unmatched", load(&counters.net.unmatched))
         .set("keytrail.net.evicted", load(&counters.net.evicted))
+        .set("keytrail.net.folded", load(&counters.net.folded))
+        .set("keytrail.net.held_taken", load(&counters.net.held_taken))
         .set("keytrail.uses.edges", load(&counters.correlate.edges))
         .set("keytrail.uses.evicted", load(&counters.correlate.evicted))
         .set("keytrail.uses.emitted", load(&counters.correlate.emitted))

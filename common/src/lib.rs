@@ -52,6 +52,9 @@ pub mod names {
     pub const ENV_GATES: &str = "ENV_GATES";
     pub const GETENV_SEEN: &str = "GETENV_SEEN";
     pub const AWAITING_PAYLOAD: &str = "AWAITING_PAYLOAD";
+    pub const CONN_FOLDS: &str = "CONN_FOLDS";
+    pub const CONN_FOLD_COUNTS: &str = "CONN_FOLD_COUNTS";
+    pub const PENDING_CONNS: &str = "PENDING_CONNS";
     pub const OFFSETS: &str = "OFFSETS";
     pub const KNOWN_HOMES: &str = "KNOWN_HOMES";
     pub const KNOWN_FILES: &str = "KNOWN_FILES";
@@ -692,6 +695,39 @@ pub struct NetConnect {
     pub addr: [u8; 16],
 }
 
+/// Bytes of a connection's first payload a fold signature compares at most.
+pub const CONN_SIGNATURE_MAX: usize = 64;
+
+/// Key of [`names::CONN_FOLDS`]: repeated connections of one process to one address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnFoldKey {
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    /// A [`family`] value.
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+/// How to recognise a repeat of a connection the agent has already named. The agent writes the
+/// signature after it parsed a first payload: the `len` bytes at `offset` of the payload (the
+/// SNI, or the Host value) hash to `hash`. While a new connection of the same key matches it
+/// within the fold window, the kernel counts it (in `names::CONN_FOLD_COUNTS`, which only the
+/// kernel writes) and sends nothing. `len` 0 is the signature of a connection that closed
+/// without payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnFold {
+    /// When the agent confirmed the signature (CLOCK_BOOTTIME ns): repeats fold for a window
+    /// after it, then one goes through in full again.
+    pub confirmed_ns: u64,
+    pub offset: u16,
+    pub len: u16,
+    /// [`path_hash`] of the compared bytes.
+    pub hash: u32,
+}
+
 /// The outcome of a connection, or its end. The header's process fields are not meaningful
 /// (these arrive in softirq context): only `kind`, `time_ns` and the cookie are.
 #[repr(C)]
@@ -783,6 +819,8 @@ const _: () = {
     assert!(core::mem::size_of::<EnvGates>() == 512 + 8192);
     assert!(core::mem::size_of::<NetConnect>() == 56 + 32);
     assert!(core::mem::size_of::<NetState>() == 56 + 16);
+    assert!(core::mem::size_of::<ConnFoldKey>() == 32);
+    assert!(core::mem::size_of::<ConnFold>() == 16);
     assert!(core::mem::size_of::<NetPayload>() == 56 + 24 + PAYLOAD_CAP);
     assert!(core::mem::size_of::<TlsWrite>() == 56 + 16 + PAYLOAD_CAP);
     assert!(PAYLOAD_CAP.is_power_of_two());
@@ -807,6 +845,9 @@ mod user {
     unsafe impl aya::Pod for super::EnvGates {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::BudgetKey {}
+    unsafe impl aya::Pod for super::ConnFoldKey {}
+    unsafe impl aya::Pod for super::ConnFold {}
+    unsafe impl aya::Pod for super::NetConnect {}
     unsafe impl aya::Pod for super::Budget {}
     unsafe impl aya::Pod for super::KnownFile {}
 }

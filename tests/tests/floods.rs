@@ -3,7 +3,9 @@
 //! flood from one workload costs that workload its own records, never another workload's;
 //! exec and exit records travel on a ring of their own.
 
-use std::process::{Child, Command};
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use keytrail_tests::{
     ALNUM, Agent, CgroupGuard, Workload, in_cgroup, random, retry_until, run_in_cgroup,
@@ -177,4 +179,206 @@ fn a_flood_from_one_workload_costs_no_other_workload_its_records() {
         "another workload was charged"
     );
     assert!(opens > 40_000, "the flood made only {opens} opens");
+}
+
+/// Connects `N` times to 127.0.0.1:PORT and sends, each time, the ClientHello Python's TLS
+/// would send for the next of NAMES (in turn), then closes: a client that makes many short
+/// connections, as fast as it can. MODE `gate` waits for a line on stdin after the first
+/// connection; MODE `silent` makes two connections only: the first named by the first name,
+/// then (after a line on stdin) one that stays silent until another line, then sends the
+/// second name.
+const HELLO_CLIENT: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+def hello(name):
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+port, n, mode, names = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+hellos = [hello(name) for name in names]
+if mode == "silent":
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(hellos[0])
+    s.close()
+    sys.stdin.readline()
+    s = socket.create_connection(("127.0.0.1", port))
+    sys.stdin.readline()
+    s.sendall(hellos[1])
+    s.close()
+    sys.exit(0)
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(hellos[i % len(hellos)])
+    s.close()
+    if i == 0 and mode == "gate":
+        sys.stdin.readline()
+"#;
+
+/// A listener on 127.0.0.1 that accepts and closes every connection, in a thread.
+fn sink_listener() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    port
+}
+
+/// Starts the hello client in `cgroup` holding a token, in `mode` (`run`, `gate`, `silent`:
+/// see HELLO_CLIENT; a line on its stdin opens a gate). `script_dir` must outlive it.
+fn hello_client(
+    cgroup: &CgroupGuard,
+    script_dir: &Path,
+    port: u16,
+    n: u32,
+    mode: &str,
+    names: &[&str],
+) -> Child {
+    let script = script_dir.join("hellos.py");
+    std::fs::write(&script, HELLO_CLIENT).unwrap();
+    let token = format!("ghp_{}", random(ALNUM, 36));
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(&script)
+        .args([port.to_string(), n.to_string(), mode.to_string()])
+        .args(names)
+        .env_clear()
+        .envs([("GITHUB_TOKEN", token.as_str()), ("PATH", "/usr/bin:/bin")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    in_cgroup(&mut cmd, cgroup);
+    cmd.spawn().expect("spawning the hello client")
+}
+
+fn finished(child: Child) {
+    let out = child.wait_with_output().expect("waiting for the client");
+    assert!(out.status.success(), "client: {out:?}");
+}
+
+/// The last use record of process `pid` toward `address`.
+fn last_use<'a>(events: &'a [Value], pid: u32, address: &str) -> Option<&'a Value> {
+    events.iter().rfind(|e| {
+        e["event.name"] == "keytrail.credential.use"
+            && e["process.pid"] == pid
+            && e["server.address"] == address
+    })
+}
+
+#[test]
+fn ten_thousand_connections_to_one_name_are_one_use_counted_exactly() {
+    const CONNECTIONS: u32 = 10_000;
+    let _alone = alone();
+    let mut agent = Agent::start(None);
+    let before = agent.events();
+    let before = last_stats(&before).clone();
+    let port = sink_listener();
+    let cgroup = CgroupGuard::new("conn-storm");
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = hello_client(
+        &cgroup,
+        dir.path(),
+        port,
+        CONNECTIONS,
+        "gate",
+        &["api.example.test"],
+    );
+    let pid = client.id();
+    // Once the first connection is a use, the agent has handed the kernel its signature.
+    agent.wait_for("the first use", |e| {
+        e["event.name"] == "keytrail.credential.use" && e["process.pid"] == pid
+    });
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    finished(client);
+    let run = agent.stop();
+    let use_ = last_use(&run.events, pid, "api.example.test").expect("a use");
+    assert_eq!(use_["keytrail.use.count"], CONNECTIONS, "{use_}");
+    assert_eq!(use_["keytrail.evidence"], "process", "{use_}");
+    let uses: std::collections::BTreeSet<_> = run
+        .events
+        .iter()
+        .filter(|e| e["event.name"] == "keytrail.credential.use" && e["process.pid"] == pid)
+        .map(|e| e["server.address"].to_string())
+        .collect();
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    // The ring carried the named connection and a handful more, not one per connection.
+    let after = last_stats(&run.events);
+    let received =
+        counter(after, "keytrail.events.received") - counter(&before, "keytrail.events.received");
+    assert!(
+        received < 100,
+        "{received} records for {CONNECTIONS} connections: before {before}, after {after}"
+    );
+}
+
+#[test]
+fn two_names_behind_one_address_are_two_uses() {
+    let _alone = alone();
+    let mut agent = Agent::start(None);
+    let port = sink_listener();
+    let cgroup = CgroupGuard::new("two-names");
+    let dir = tempfile::tempdir().unwrap();
+    let client = hello_client(
+        &cgroup,
+        dir.path(),
+        port,
+        10,
+        "run",
+        &["a.example.test", "b.example.test"],
+    );
+    let pid = client.id();
+    finished(client);
+    for name in ["a.example.test", "b.example.test"] {
+        agent.wait_for(name, |e| {
+            e["event.name"] == "keytrail.credential.use"
+                && e["process.pid"] == pid
+                && e["server.address"] == name
+        });
+    }
+    let run = agent.stop();
+    for name in ["a.example.test", "b.example.test"] {
+        let use_ = last_use(&run.events, pid, name).unwrap();
+        assert_eq!(use_["keytrail.use.count"], 5, "{use_}");
+    }
+}
+
+#[test]
+fn a_repeat_silent_for_seconds_is_reported_once() {
+    let _alone = alone();
+    let mut agent = Agent::start(Some("output:\n  stats_interval: 1s\n"));
+    let port = sink_listener();
+    let cgroup = CgroupGuard::new("silent-repeat");
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["api.example.test", "late.example.test"];
+    let mut client = hello_client(&cgroup, dir.path(), port, 2, "silent", &names);
+    let pid = client.id();
+    agent.wait_for("the first use", |e| {
+        e["event.name"] == "keytrail.credential.use" && e["process.pid"] == pid
+    });
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    // The kernel holds the second connect record (it may repeat the first) until the agent,
+    // seeing it silent for seconds, takes it.
+    agent.wait_for("the held record taken", |e| {
+        e["event.name"] == "keytrail.agent.stats" && e["keytrail.net.held_taken"] == 1
+    });
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    finished(client);
+    agent.wait_for("the late name", |e| {
+        e["event.name"] == "keytrail.credential.use" && e["server.address"] == names[1]
+    });
+    let run = agent.stop();
+    for name in names {
+        let use_ = last_use(&run.events, pid, name).expect(name);
+        assert_eq!(use_["keytrail.use.count"], 1, "{use_}");
+    }
+    assert_eq!(counter(last_stats(&run.events), "keytrail.net.folded"), 0);
 }

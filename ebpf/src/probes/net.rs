@@ -17,22 +17,23 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
-        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
-        BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
+        BPF_NOEXIST, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
     },
     helpers::{bpf_get_current_pid_tgid, generated},
     macros::{cgroup_skb, cgroup_sock_addr, map, sock_ops, uprobe},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, SkBuffContext, SockAddrContext, SockOpsContext},
 };
 use keytrail_common::{
-    EventKind, MAX_PAYLOAD_PACKETS, NetConnect, NetPayload, NetState, PAYLOAD_CAP, ProbeId,
-    TlsWrite, conn_state, family, record_family,
+    CONN_SIGNATURE_MAX, ConnFold, ConnFoldKey, ENV_HASH_INIT, EventKind, MAX_PAYLOAD_PACKETS,
+    NetConnect, NetPayload, NetState, PAYLOAD_CAP, ProbeId, TlsWrite, conn_state, family,
+    path_hash_step, record_family,
 };
 
 use super::{
-    EVENTS, ProbeError, ProbeResult, config, count_dropped, count_folded, count_seen, fill_header,
-    output_prefix, submit_flags, within_budget,
+    EVENTS, ProbeError, ProbeResult, atomic_add, config, count_dropped, count_folded, count_seen,
+    fill_header, output_prefix, submit_flags, within_budget,
 };
 
 /// Per-CPU room to build a payload record (egress, softirq) and a TLS write record (uprobe,
@@ -53,6 +54,35 @@ const PAYLOAD_MASK: usize = PAYLOAD_CAP - 1;
 /// Socket cookie -> payload packets seen so far.
 #[map]
 static AWAITING_PAYLOAD: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MAX_AWAITING, 0);
+
+/// Socket cookie -> the connect record of a connection that may repeat one the agent named,
+/// held until its first payload or its end decides whether it is sent or folded. Not an LRU:
+/// a full map makes new connections go out at once instead of pushing held ones out unsent;
+/// the agent takes entries held for long (a connection silent for seconds) and reports them.
+#[map]
+static PENDING_CONNS: HashMap<u64, NetConnect> = HashMap::with_max_entries(MAX_PENDING, 0);
+
+/// Connect records held at once, at most.
+const MAX_PENDING: u32 = 16_384;
+
+/// Process and destination -> the agent's signature of the name a repeat must carry, and the
+/// repeats folded (see `ConnFold`).
+#[map]
+static CONN_FOLDS: LruHashMap<ConnFoldKey, ConnFold> =
+    LruHashMap::with_max_entries(MAX_CONN_FOLDS, 0);
+
+/// Process and destination -> connections folded, ever (the agent credits the difference).
+#[map]
+static CONN_FOLD_COUNTS: LruHashMap<ConnFoldKey, u64> =
+    LruHashMap::with_max_entries(MAX_CONN_FOLDS, 0);
+
+/// Processes x destinations with a fold signature, at most.
+const MAX_CONN_FOLDS: u32 = 16_384;
+
+/// Per-CPU room for the payload bytes a signature compares.
+#[map]
+static SIGNATURE_SCRATCH: PerCpuArray<[u8; CONN_SIGNATURE_MAX]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// (SSL object, tgid) whose first SSL_write was copied; removed at SSL_free/SSL_clear, so an
 /// object allocated at the same address for the next connection is copied again.
@@ -98,29 +128,138 @@ fn on_connect(ctx: &SockAddrContext, fam: u16) -> ProbeResult {
     // SAFETY: a sock_addr context is a valid argument of this helper.
     let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.as_ptr()) };
     count_seen(ProbeId::NetConnect);
-    // SAFETY: helper without preconditions.
-    let cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
-    if !within_budget(cfg, record_family::NET, cgroup_id, ProbeId::NetConnect) {
+    // SAFETY: a plain-data record, all zeroes valid; every field is set below.
+    let mut ev: NetConnect = unsafe { core::mem::zeroed() };
+    fill_header(&mut ev.header, EventKind::NetConnect as u32, pid_tgid);
+    ev.cookie = cookie;
+    ev.family = fam;
+    // user_port holds the port in network byte order in its low 16 bits.
+    ev.port = u16::from_be(sa.user_port as u16);
+    ev.addr = destination(sa, fam);
+    // Toward a destination the agent named for this process, the record waits for the first
+    // payload or the end of the connection to say whether it repeats that one (then it is
+    // only counted) or is news (then it is sent). Anything else, or no room, goes out now.
+    let held = fresh_signature(&fold_key(&ev)).is_some()
+        && PENDING_CONNS.insert(cookie, ev, BPF_NOEXIST.into()).is_ok();
+    if !held && !send_connect(&ev) {
         return Ok(());
     }
-    let Some(mut entry) = EVENTS.reserve::<NetConnect>(0) else {
-        count_dropped(ProbeId::NetConnect);
-        return Err(ProbeError);
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is a reserved, writable NetConnect.
-    unsafe {
-        fill_header(&mut (*ev).header, EventKind::NetConnect as u32, pid_tgid);
-        (*ev).cookie = cookie;
-        (*ev).family = fam;
-        // user_port holds the port in network byte order in its low 16 bits.
-        (*ev).port = u16::from_be(sa.user_port as u16);
-        (*ev)._reserved = 0;
-        (*ev).addr = destination(sa, fam);
-    }
-    entry.submit(submit_flags());
     let _ = AWAITING_PAYLOAD.insert(cookie, 0, 0);
     Ok(())
+}
+
+/// Takes the held connect record of `cookie`, if the agent has not taken it first.
+#[inline(always)]
+fn take_pending(cookie: u64) -> Option<NetConnect> {
+    // SAFETY: a plain-data value copied out of a successful lookup.
+    let held = *unsafe { PENDING_CONNS.get(cookie) }?;
+    PENDING_CONNS.remove(cookie).ok().map(|_| held)
+}
+
+/// Sends a held connect record, within its cgroup's budget. False when it was not sent.
+#[inline(always)]
+fn send_connect(ev: &NetConnect) -> bool {
+    let Some(cfg) = config() else { return false };
+    if !within_budget(
+        cfg,
+        record_family::NET,
+        ev.header.cgroup_id,
+        ProbeId::NetConnect,
+    ) {
+        return false;
+    }
+    if EVENTS.output::<NetConnect>(ev, submit_flags()).is_err() {
+        count_dropped(ProbeId::NetConnect);
+        return false;
+    }
+    true
+}
+
+/// The fold key of a held connect: its process and destination.
+#[inline(always)]
+fn fold_key(ev: &NetConnect) -> ConnFoldKey {
+    ConnFoldKey {
+        cgroup_id: ev.header.cgroup_id,
+        tgid: ev.header.pid,
+        family: ev.family,
+        port: ev.port,
+        addr: ev.addr,
+    }
+}
+
+/// The agent's signature for this connection's process and destination, while it is fresh.
+#[inline(always)]
+fn fresh_signature(key: &ConnFoldKey) -> Option<ConnFold> {
+    let cfg = config()?;
+    // SAFETY: a plain-data value copied out of a successful lookup.
+    let f = *unsafe { CONN_FOLDS.get(key) }?;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { generated::bpf_ktime_get_boot_ns() };
+    (now.wrapping_sub(f.confirmed_ns) < cfg.fold_window_ns).then_some(f)
+}
+
+/// One more connection folded under `key`.
+#[inline(always)]
+fn count_fold(key: &ConnFoldKey) {
+    match CONN_FOLD_COUNTS.get_ptr_mut(key) {
+        Some(n) => atomic_add(n, 1),
+        None => {
+            let _ = CONN_FOLD_COUNTS.insert(key, 1, 0);
+        }
+    }
+}
+
+/// True when a connection that closed without payload repeats one the agent named that way
+/// (by address): then it is only counted.
+#[inline(always)]
+fn fold_nameless(ev: &NetConnect) -> bool {
+    let key = fold_key(ev);
+    match fresh_signature(&key) {
+        Some(f) if f.len == 0 => {
+            count_fold(&key);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// True when the first payload of a connection names what the agent's signature for its
+/// process and destination names (the same bytes at the same offset): then the connection is
+/// only counted.
+#[inline(always)]
+fn fold_payload(ctx: &SkBuffContext, offset: usize, avail: usize, ev: &NetConnect) -> bool {
+    let key = fold_key(ev);
+    let Some(f) = fresh_signature(&key) else {
+        return false;
+    };
+    let (at, len, hash) = (f.offset as usize, f.len as usize, f.hash);
+    if len == 0 || at + len > avail {
+        return false;
+    }
+    let Some(buf) = SIGNATURE_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let n = ((len - 1) & (CONN_SIGNATURE_MAX - 1)) + 1;
+    // SAFETY: loads 1..=CONN_SIGNATURE_MAX bytes into this CPU's scratch buffer of that size.
+    let rc = unsafe {
+        generated::bpf_skb_load_bytes(ctx.as_ptr(), (offset + at) as u32, buf.cast(), n as u32)
+    };
+    if rc != 0 {
+        return false;
+    }
+    let mut h = ENV_HASH_INIT;
+    for i in 0..CONN_SIGNATURE_MAX {
+        if i >= n {
+            break;
+        }
+        // SAFETY: i < CONN_SIGNATURE_MAX, inside the scratch buffer.
+        h = path_hash_step(h, unsafe { (*buf)[i] });
+    }
+    if h != hash {
+        return false;
+    }
+    count_fold(&key);
+    true
 }
 
 /// The destination address bytes (network order), IPv4 in the first four.
@@ -170,7 +309,7 @@ fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
                 return Ok(());
             }
             let awaited = AWAITING_PAYLOAD.remove(cookie).is_ok();
-            if ctx.arg(0) == BPF_TCP_SYN_SENT {
+            let state = if ctx.arg(0) == BPF_TCP_SYN_SENT {
                 conn_state::FAILED
             } else if awaited {
                 conn_state::CLOSED
@@ -179,7 +318,19 @@ fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
                 // new, so no record is spent on it.
                 count_folded(ProbeId::NetState);
                 return Ok(());
+            };
+            // A connection that never sent payload: its held connect record goes first,
+            // unless it repeats one the agent named by address (a failure is always sent).
+            if let Some(held) = take_pending(cookie) {
+                if state == conn_state::CLOSED && fold_nameless(&held) {
+                    count_folded(ProbeId::NetState);
+                    return Ok(());
+                }
+                if !send_connect(&held) {
+                    return Ok(());
+                }
             }
+            state
         }
     };
     count_seen(ProbeId::NetState);
@@ -220,6 +371,19 @@ fn on_egress(ctx: &SkBuffContext) -> ProbeResult {
     let avail = len - offset;
     // SAFETY: the pointer comes from a successful lookup of this map.
     let packet = unsafe { *packets };
+    // The first payload decides about the held connect record: a repeat of a connection the
+    // agent named is only counted; anything else is sent, connect record first.
+    if let Some(held) = take_pending(cookie) {
+        if packet == 0 && fold_payload(ctx, offset, avail, &held) {
+            let _ = AWAITING_PAYLOAD.remove(cookie);
+            count_folded(ProbeId::NetPayload);
+            return Ok(());
+        }
+        if !send_connect(&held) {
+            let _ = AWAITING_PAYLOAD.remove(cookie);
+            return Ok(());
+        }
+    }
     count_seen(ProbeId::NetPayload);
     let ev = PAYLOAD_RECORD.get_ptr_mut(0).ok_or(ProbeError)?;
     let n = bounded_len(avail);
