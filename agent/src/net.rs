@@ -127,6 +127,9 @@ pub struct NetAccess {
     conns: lru::LruCache<u64, Conn>,
     /// pid_tgid -> cookie of the thread's latest connect.
     last_by_thread: HashMap<u64, u64>,
+    /// Process and destination -> cookie of the connection whose name the kernel folds
+    /// repeats of: a TLS write on a folded repeat belongs to it.
+    named: lru::LruCache<ConnFoldKey, u64>,
 }
 
 impl NetAccess {
@@ -138,6 +141,9 @@ impl NetAccess {
                 std::num::NonZeroUsize::new(MAX_CONNECTIONS).expect("a nonzero bound"),
             ),
             last_by_thread: HashMap::new(),
+            named: lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_CONNECTIONS).expect("a nonzero bound"),
+            ),
         }
     }
 
@@ -290,6 +296,9 @@ impl NetAccess {
         if (conn.tls.is_some() || conn.http_host.is_some()) && !conn.reported {
             out.connection = Some(connection_record(conn));
             out.fold = fold_signature(conn, ev.header.time_ns);
+            if let Some((key, _)) = &out.fold {
+                self.named.put(*key, ev.cookie);
+            }
             if let Some(c) = self.conns.get_mut(&ev.cookie) {
                 c.reported = true;
             }
@@ -308,11 +317,14 @@ impl NetAccess {
         let mut out = NetOutcome::default();
         let h = &ev.header;
         let thread = ((h.pid as u64) << 32) | h.tid as u64;
-        let Some(conn) = self
-            .last_by_thread
-            .get(&thread)
-            .and_then(|c| self.conns.peek(c))
-        else {
+        // The kernel names the thread's last connection; one it folded counts as the
+        // connection it repeats. Connections from before the kernel saw one: the agent's view.
+        let cookie = match ev.conn_cookie {
+            0 => self.last_by_thread.get(&thread).copied(),
+            c if self.conns.contains(&c) => Some(c),
+            _ => self.named.peek(&ev.conn).copied(),
+        };
+        let Some(conn) = cookie.and_then(|c| self.conns.peek(&c)) else {
             counters.unmatched.fetch_add(1, Ordering::Relaxed);
             return out;
         };
@@ -335,15 +347,12 @@ impl NetAccess {
     }
 }
 
-/// The signature of a connection named by its first payload: where the name (SNI, else the
-/// Host value) sits in the first packet, and the hash of its first bytes. None when the name is
-/// not in the first packet (a ClientHello split across packets) or appears more than once.
+/// The signature of a connection named by the SNI of its ClientHello: where the name sits in
+/// the first packet, and the hash of its first bytes. None when the name is not in the first
+/// packet (a ClientHello split across packets) or appears more than once, and for plain HTTP:
+/// its first payload is where its credentials are, which a repeat may change.
 fn fold_signature(conn: &Conn, now_ns: u64) -> Option<(ConnFoldKey, ConnFold)> {
-    let name = conn
-        .tls
-        .as_ref()
-        .and_then(|t| t.sni.clone())
-        .or_else(|| conn.http_host.clone())?;
+    let name = conn.tls.as_ref().and_then(|t| t.sni.clone())?;
     let name = name.as_bytes();
     let packet = &conn.first_packet;
     if name.is_empty() || name.len() > packet.len() {

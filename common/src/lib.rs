@@ -768,6 +768,11 @@ pub struct TlsWrite {
     pub len: u32,
     /// Bytes of `data` in use.
     pub captured: u32,
+    /// The connection the writing thread opened last (its socket cookie, 0 if none was seen,
+    /// and its process and destination): a repeat the kernel folded is not known to the agent
+    /// by its cookie, but by this.
+    pub conn_cookie: u64,
+    pub conn: ConnFoldKey,
     pub data: [u8; PAYLOAD_CAP],
 }
 
@@ -822,7 +827,7 @@ const _: () = {
     assert!(core::mem::size_of::<ConnFoldKey>() == 32);
     assert!(core::mem::size_of::<ConnFold>() == 16);
     assert!(core::mem::size_of::<NetPayload>() == 56 + 24 + PAYLOAD_CAP);
-    assert!(core::mem::size_of::<TlsWrite>() == 56 + 16 + PAYLOAD_CAP);
+    assert!(core::mem::size_of::<TlsWrite>() == 56 + 56 + PAYLOAD_CAP);
     assert!(PAYLOAD_CAP.is_power_of_two());
     assert!(ENV_WINDOW >= ENV_NAME_MAX + 1 + ENV_VALUE_PREFIX_MAX);
     assert!(core::mem::size_of::<KernelConfig>() == 32);

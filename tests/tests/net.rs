@@ -508,3 +508,105 @@ for token in os.environ["TOKENS"].split(","):
         assert_no_leak("JSON lines", &text, t);
     }
 }
+
+/// One thread alternates between two TLS destinations and a plaintext one, then does it again
+/// once the agent has named the first round (so the kernel folds the repeats it can).
+const ALTERNATING_CLIENT: &str = r#"
+import os, socket, ssl, sys, urllib.request
+pa, pb, pp = (int(p) for p in sys.argv[1:4])
+tokens = os.environ["TOKENS"].split(",")
+orig = socket.getaddrinfo
+socket.getaddrinfo = lambda host, *a, **k: orig("127.0.0.1" if host.endswith(".example.test") else host, *a, **k)
+ctx = ssl._create_unverified_context()
+def tls(name, port, token):
+    req = urllib.request.Request(f"https://{name}:{port}/", headers={"Authorization": "Bearer " + token})
+    urllib.request.urlopen(req, context=ctx, timeout=5).read()
+def plain(token):
+    s = socket.create_connection(("127.0.0.1", pp))
+    s.sendall(f"GET / HTTP/1.1\r\nHost: plain.example.test\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    s.close()
+for round in range(2):
+    tls("a.example.test", pa, tokens[3 * round])
+    tls("b.example.test", pb, tokens[3 * round + 1])
+    plain(tokens[3 * round + 2])
+    if round == 0:
+        sys.stdin.readline()
+"#;
+
+#[test]
+fn requests_on_repeated_connections_are_tied_to_their_own_destination() {
+    use std::io::Write as _;
+    let mut agent = Agent::start(Some(CONNECTIONS_ON));
+    let (a, b) = (TlsServer::start("127.0.0.1"), TlsServer::start("127.0.0.1"));
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    std::thread::spawn(move || plain.incoming().for_each(drop));
+    let cgroup = CgroupGuard::new("net-alternating");
+    let tokens: Vec<String> = (0..6)
+        .map(|_| format!("ghp_{}", random(ALNUM, 36)))
+        .collect();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", ALTERNATING_CLIENT])
+        .args([a.port, b.port, plain_port].map(|p| p.to_string()))
+        .env_clear()
+        .envs([
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("TOKENS", &tokens.join(",")),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    keytrail_tests::in_cgroup(&mut cmd, &cgroup);
+    let mut client = cmd.spawn().unwrap();
+    let pid = client.id();
+    // The first round named: the repeats of the second can be folded.
+    for name in ["a.example.test", "b.example.test", "plain.example.test"] {
+        agent.wait_for(name, |e| {
+            e["event.name"] == "keytrail.connection"
+                && e["process.pid"] == pid
+                && e["server.address"] == name
+        });
+    }
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "python: {out:?}");
+    let wire = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["keytrail.credential.source"] == "wire" && e["process.pid"] == pid)
+            .cloned()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wire(&agent.events()).len() < tokens.len() {
+        assert!(Instant::now() < deadline, "{:?}", wire(&agent.events()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = agent.stop();
+    // Each destination got its own two requests: six tokens, two per name.
+    let mut by_name = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for w in wire(&run.events) {
+        by_name
+            .entry(w["server.address"].as_str().unwrap().to_string())
+            .or_default()
+            .push(w["keytrail.credential.fingerprint"].to_string());
+    }
+    for name in ["a.example.test", "b.example.test", "plain.example.test"] {
+        let fps = &by_name[name];
+        assert_eq!(fps.len(), 2, "{name}: {by_name:?}");
+        assert_ne!(fps[0], fps[1], "{name}: {by_name:?}");
+    }
+    let stats = run
+        .events
+        .iter()
+        .rfind(|e| e["event.name"] == "keytrail.agent.stats")
+        .unwrap();
+    assert!(
+        stats["keytrail.net.folded"].as_u64().unwrap() >= 2,
+        "the TLS repeats were not folded: {stats}"
+    );
+    let text: String = run.events.iter().map(|e| e.to_string() + "\n").collect();
+    for t in &tokens {
+        assert_no_leak("JSON lines", &text, t);
+    }
+}

@@ -79,6 +79,19 @@ static CONN_FOLD_COUNTS: LruHashMap<ConnFoldKey, u64> =
 /// Processes x destinations with a fold signature, at most.
 const MAX_CONN_FOLDS: u32 = 16_384;
 
+/// Thread (pid_tgid) -> the connection it opened last: an SSL_write on that thread is most
+/// likely for it (OpenSSL does not tell which socket an SSL object writes to).
+#[map]
+static THREAD_LAST_CONN: LruHashMap<u64, ThreadConn> =
+    LruHashMap::with_max_entries(MAX_AWAITING, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ThreadConn {
+    cookie: u64,
+    key: ConnFoldKey,
+}
+
 /// Per-CPU room for the payload bytes a signature compares.
 #[map]
 static SIGNATURE_SCRATCH: PerCpuArray<[u8; CONN_SIGNATURE_MAX]> =
@@ -139,7 +152,9 @@ fn on_connect(ctx: &SockAddrContext, fam: u16) -> ProbeResult {
     // Toward a destination the agent named for this process, the record waits for the first
     // payload or the end of the connection to say whether it repeats that one (then it is
     // only counted) or is news (then it is sent). Anything else, or no room, goes out now.
-    let held = fresh_signature(&fold_key(&ev)).is_some()
+    let key = fold_key(&ev);
+    let _ = THREAD_LAST_CONN.insert(pid_tgid, ThreadConn { cookie, key }, 0);
+    let held = fresh_signature(&key).is_some()
         && PENDING_CONNS.insert(cookie, ev, BPF_NOEXIST.into()).is_ok();
     if !held && !send_connect(&ev) {
         return Ok(());
@@ -529,6 +544,16 @@ fn on_ssl_write(ctx: &ProbeContext) -> ProbeResult {
         fill_header(&mut (*ev).header, EventKind::TlsWrite as u32, pid_tgid);
         (*ev).ssl = ssl;
         (*ev).len = num as u32;
+        match THREAD_LAST_CONN.get(pid_tgid) {
+            Some(last) => {
+                (*ev).conn_cookie = last.cookie;
+                (*ev).conn = last.key;
+            }
+            None => {
+                (*ev).conn_cookie = 0;
+                (*ev).conn = ConnFoldKey::default();
+            }
+        }
         let rc = generated::bpf_probe_read_user(
             (*ev).data.as_mut_ptr().cast(),
             n as u32,
