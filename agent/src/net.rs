@@ -125,8 +125,8 @@ pub struct NetAccess {
     classifier: Classifier,
     cgroups: CgroupFilter,
     conns: lru::LruCache<u64, Conn>,
-    /// pid_tgid -> cookie of the thread's latest connect.
-    last_by_thread: HashMap<u64, u64>,
+    /// pid_tgid -> cookie and time (CLOCK_BOOTTIME ns) of the thread's latest connect seen.
+    last_by_thread: HashMap<u64, (u64, u64)>,
     /// Process and destination -> cookie of the connection whose name the kernel folds
     /// repeats of: a TLS write on a folded repeat belongs to it.
     named: lru::LruCache<ConnFoldKey, u64>,
@@ -164,8 +164,10 @@ impl NetAccess {
             self.last_by_thread.clear();
         }
         let h = &ev.header;
-        self.last_by_thread
-            .insert(((h.pid as u64) << 32) | h.tid as u64, ev.cookie);
+        self.last_by_thread.insert(
+            ((h.pid as u64) << 32) | h.tid as u64,
+            (ev.cookie, h.time_ns),
+        );
         self.conns.put(
             ev.cookie,
             Conn {
@@ -317,11 +319,13 @@ impl NetAccess {
         let mut out = NetOutcome::default();
         let h = &ev.header;
         let thread = ((h.pid as u64) << 32) | h.tid as u64;
-        // The kernel names the thread's last connection; one it folded counts as the
-        // connection it repeats. Connections from before the kernel saw one: the agent's view.
-        let cookie = match ev.conn_cookie {
-            0 => self.last_by_thread.get(&thread).copied(),
-            c if self.conns.contains(&c) => Some(c),
+        // The thread's last connection: the latest of the one the agent saw and the one whose
+        // record the kernel held (which, folded, counts as the connection it repeats).
+        let seen = self.last_by_thread.get(&thread).copied();
+        let cookie = match seen {
+            Some((c, t)) if ev.conn_cookie == 0 || t >= ev.conn_time_ns => Some(c),
+            _ if ev.conn_cookie == 0 => None,
+            _ if self.conns.contains(&ev.conn_cookie) => Some(ev.conn_cookie),
             _ => self.named.peek(&ev.conn).copied(),
         };
         let Some(conn) = cookie.and_then(|c| self.conns.peek(&c)) else {

@@ -768,10 +768,12 @@ pub struct TlsWrite {
     pub len: u32,
     /// Bytes of `data` in use.
     pub captured: u32,
-    /// The connection the writing thread opened last (its socket cookie, 0 if none was seen,
-    /// and its process and destination): a repeat the kernel folded is not known to the agent
-    /// by its cookie, but by this.
+    /// The last connection of the writing thread whose connect record the kernel held (it may
+    /// repeat one the agent named): its socket cookie (0: none), when it connected
+    /// (CLOCK_BOOTTIME ns), its process and destination. The agent knows a folded repeat by
+    /// this, not by its cookie; a later connection it saw itself takes precedence.
     pub conn_cookie: u64,
+    pub conn_time_ns: u64,
     pub conn: ConnFoldKey,
     pub data: [u8; PAYLOAD_CAP],
 }
@@ -827,7 +829,7 @@ const _: () = {
     assert!(core::mem::size_of::<ConnFoldKey>() == 32);
     assert!(core::mem::size_of::<ConnFold>() == 16);
     assert!(core::mem::size_of::<NetPayload>() == 56 + 24 + PAYLOAD_CAP);
-    assert!(core::mem::size_of::<TlsWrite>() == 56 + 56 + PAYLOAD_CAP);
+    assert!(core::mem::size_of::<TlsWrite>() == 56 + 64 + PAYLOAD_CAP);
     assert!(PAYLOAD_CAP.is_power_of_two());
     assert!(ENV_WINDOW >= ENV_NAME_MAX + 1 + ENV_VALUE_PREFIX_MAX);
     assert!(core::mem::size_of::<KernelConfig>() == 32);

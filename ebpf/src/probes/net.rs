@@ -79,8 +79,9 @@ static CONN_FOLD_COUNTS: LruHashMap<ConnFoldKey, u64> =
 /// Processes x destinations with a fold signature, at most.
 const MAX_CONN_FOLDS: u32 = 16_384;
 
-/// Thread (pid_tgid) -> the connection it opened last: an SSL_write on that thread is most
-/// likely for it (OpenSSL does not tell which socket an SSL object writes to).
+/// Thread (pid_tgid) -> the last connection it opened whose connect record was held: the agent
+/// may never see that connection (folded), yet an SSL_write on that thread is most likely for
+/// it (OpenSSL does not tell which socket an SSL object writes to).
 #[map]
 static THREAD_LAST_CONN: LruHashMap<u64, ThreadConn> =
     LruHashMap::with_max_entries(MAX_AWAITING, 0);
@@ -89,6 +90,7 @@ static THREAD_LAST_CONN: LruHashMap<u64, ThreadConn> =
 #[derive(Clone, Copy)]
 struct ThreadConn {
     cookie: u64,
+    time_ns: u64,
     key: ConnFoldKey,
 }
 
@@ -153,10 +155,17 @@ fn on_connect(ctx: &SockAddrContext, fam: u16) -> ProbeResult {
     // payload or the end of the connection to say whether it repeats that one (then it is
     // only counted) or is news (then it is sent). Anything else, or no room, goes out now.
     let key = fold_key(&ev);
-    let _ = THREAD_LAST_CONN.insert(pid_tgid, ThreadConn { cookie, key }, 0);
     let held = fresh_signature(&key).is_some()
         && PENDING_CONNS.insert(cookie, ev, BPF_NOEXIST.into()).is_ok();
-    if !held && !send_connect(&ev) {
+    if held {
+        let time_ns = ev.header.time_ns;
+        let last = ThreadConn {
+            cookie,
+            time_ns,
+            key,
+        };
+        let _ = THREAD_LAST_CONN.insert(pid_tgid, last, 0);
+    } else if !send_connect(&ev) {
         return Ok(());
     }
     let _ = AWAITING_PAYLOAD.insert(cookie, 0, 0);
@@ -547,10 +556,12 @@ fn on_ssl_write(ctx: &ProbeContext) -> ProbeResult {
         match THREAD_LAST_CONN.get(pid_tgid) {
             Some(last) => {
                 (*ev).conn_cookie = last.cookie;
+                (*ev).conn_time_ns = last.time_ns;
                 (*ev).conn = last.key;
             }
             None => {
                 (*ev).conn_cookie = 0;
+                (*ev).conn_time_ns = 0;
                 (*ev).conn = ConnFoldKey::default();
             }
         }
