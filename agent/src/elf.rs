@@ -8,7 +8,7 @@
 //! is an error, never a panic. A symbol's virtual address becomes a file offset through the
 //! executable loadable segment that holds it: offset = vaddr - p_vaddr + p_offset.
 
-use std::{fs::File, os::unix::fs::FileExt as _};
+use std::{fs::File, ops::Range, os::unix::fs::FileExt as _};
 
 use object::{
     Endianness, elf,
@@ -74,6 +74,36 @@ pub fn function_offsets(data: &[u8], names: &[&str]) -> Result<Vec<Option<u64>>,
         },
         _ => Err(ElfError::NotElf),
     }
+}
+
+/// The file range of the executable loadable segment that holds file offset `offset` (bounded
+/// by the file's end): where code reached from there may be looked for.
+pub fn executable_segment(data: &[u8], offset: u64) -> Option<Range<u64>> {
+    match *data.get(4)? {
+        elf::ELFCLASS64 => segment_of::<elf::FileHeader64<Endianness>>(data, offset),
+        elf::ELFCLASS32 => segment_of::<elf::FileHeader32<Endianness>>(data, offset),
+        _ => None,
+    }
+}
+
+fn segment_of<Elf: FileHeader<Endian = Endianness>>(
+    data: &[u8],
+    offset: u64,
+) -> Option<Range<u64>> {
+    let header = Elf::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let file_len = data.len() as u64;
+    header
+        .program_headers(endian, data)
+        .ok()?
+        .iter()
+        .filter(|p| p.p_type(endian) == elf::PT_LOAD && p.p_flags(endian) & elf::PF_X != 0)
+        .map(|p| {
+            let start: u64 = p.p_offset(endian).into();
+            let size: u64 = p.p_filesz(endian).into();
+            start..start.saturating_add(size).min(file_len)
+        })
+        .find(|r| r.contains(&offset))
 }
 
 /// Whether code for `machine` runs here (a uprobe in a foreign library, run by an emulator,

@@ -32,6 +32,7 @@ pub mod libc;
 pub mod net;
 pub mod openpath;
 pub mod pipeline;
+pub mod probe_point;
 pub mod probe_requests;
 pub mod probes;
 pub mod procs;

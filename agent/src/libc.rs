@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     elf::{self, ElfError},
-    probes, rootfs,
+    probe_point, probes, rootfs,
 };
 
 /// Processes per mount namespace whose maps are read after exec.
@@ -212,7 +212,16 @@ impl LibcFile {
         Ok(names
             .into_iter()
             .zip(offsets)
-            .filter_map(|(name, offset)| Some((name, offset?)))
+            .filter_map(|(name, offset)| {
+                let offset = offset?;
+                // Called on every TLS write: trap where the kernel need not single-step.
+                if probes::TLS_WRITE_SYMBOLS.contains(&name)
+                    && let Some(segment) = elf::executable_segment(&data, offset)
+                {
+                    return Some((name, probe_point::cheap_entry(&data, offset, &segment)));
+                }
+                Some((name, offset))
+            })
             .collect())
     }
 }

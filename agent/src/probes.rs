@@ -437,11 +437,18 @@ impl Probes {
         let path = lib.attach_path();
         let mut attached = 0;
         let mut errors = Vec::new();
+        let mut offsets = Vec::new();
         for symbol in symbols {
             let Some(offset) = lib.offset(symbol) else {
                 errors.push(format!("{symbol}: not defined in the library"));
                 continue;
             };
+            // Two functions probed where both enter a third one: one probe there.
+            if offsets.contains(&offset) {
+                attached += 1;
+                continue;
+            }
+            offsets.push(offset);
             match p.attach(
                 UProbeAttachLocation::AbsoluteOffset(offset),
                 &path,
