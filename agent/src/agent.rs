@@ -73,6 +73,35 @@ pub enum AgentError {
     Inventory(#[from] InventoryError),
     #[error("OTLP export: {0}")]
     Otlp(#[from] OtlpError),
+    /// A stage ended before shutdown: the agent exits non-zero rather than run blind, so its
+    /// supervisor (the DaemonSet, systemd) restarts it.
+    #[error("the {stage} stage stopped ({how}); exiting so the agent is restarted")]
+    StageStopped { stage: &'static str, how: String },
+}
+
+/// Waits for a stage that may not run: never, when it does not.
+async fn optional<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The error for a stage whose task ended before shutdown, logged as it is found.
+fn stage_stopped<E: std::fmt::Display>(
+    stage: &'static str,
+    ended: Result<Result<(), E>, tokio::task::JoinError>,
+) -> AgentError {
+    let how = match ended {
+        Ok(Ok(())) => "it ended".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) if e.is_panic() => "it panicked".to_string(),
+        Err(_) => "it was cancelled".to_string(),
+    };
+    tracing::error!(stage, how = %how, "a stage stopped before shutdown");
+    AgentError::StageStopped { stage, how }
 }
 
 /// The classifier with the configured (or node-local) fingerprint key.
@@ -223,15 +252,15 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let stop_reading = CancellationToken::new();
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let mut fanout = Fanout::default();
-    let sink_task = tokio::spawn(sink.run(fanout.add("jsonl", RECORD_QUEUE)));
-    let inventory_task = inventory.map(|inventory| {
+    let mut sink_task = tokio::spawn(sink.run(fanout.add("jsonl", RECORD_QUEUE)));
+    let mut inventory_task = inventory.map(|inventory| {
         tokio::spawn(crate::inventory::run(
             inventory,
             fanout.add("inventory", RECORD_QUEUE),
         ))
     });
     let otlp = &config.output.otlp;
-    let otlp_task = if otlp.endpoint.is_empty() {
+    let mut otlp_task = if otlp.endpoint.is_empty() {
         None
     } else {
         let resource = OtlpResource {
@@ -242,7 +271,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(endpoint = %otlp.endpoint, protocol = ?otlp.protocol, "exporting over OTLP");
         Some(tokio::spawn(sink.run(fanout.add("otlp", otlp.queue))))
     };
-    let reader = tokio::spawn(events::read_rings(
+    let mut reader = tokio::spawn(events::read_rings(
         rings,
         event_tx,
         Arc::clone(&counters.decode),
@@ -293,8 +322,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         symbols,
         probe_tx,
         conn_folds,
+        panic_on_exec: cfg!(debug_assertions)
+            .then(|| std::env::var("KEYTRAIL_TEST_PANIC_ON_EXEC").ok())
+            .flatten(),
     };
-    let pipeline_task = tokio::spawn(pipeline.run(event_rx, fanout.clone(), Arc::clone(&counters)));
+    let mut pipeline_task =
+        tokio::spawn(pipeline.run(event_rx, fanout.clone(), Arc::clone(&counters)));
 
     // Per-workload budget reports, each stats interval (and at shutdown).
     let mut budget_reports = crate::budgets::BudgetReports::default();
@@ -332,6 +365,16 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         tokio::select! {
             _ = &mut shutdown => break,
             _ = &mut deadline => break,
+            // Every stage runs until shutdown: one that stops earlier is a fault.
+            ended = &mut reader => return Err(stage_stopped("ring reader", ended)),
+            ended = &mut pipeline_task => {
+                return Err(stage_stopped("pipeline", ended.map(Ok::<(), std::convert::Infallible>)));
+            }
+            ended = &mut sink_task => return Err(stage_stopped("JSON lines sink", ended)),
+            ended = optional(&mut inventory_task) => return Err(stage_stopped("inventory sink", ended)),
+            ended = optional(&mut otlp_task) => {
+                return Err(stage_stopped("OTLP sink", ended.map(Ok::<(), std::convert::Infallible>)));
+            }
             _ = ticker.tick() => {
                 note_lifecycle_losses(&probes, &counters);
                 for r in budget_reports.update(&probes.budgets(), &mut budget_cgroups) {

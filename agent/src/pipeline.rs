@@ -83,6 +83,9 @@ pub(crate) struct Pipeline {
     pub(crate) probe_tx: mpsc::UnboundedSender<ProbeRequest>,
     /// Connections the kernel folds (None without the network programs).
     pub(crate) conn_folds: Option<ConnFolds>,
+    /// Test-only fault switch, in debug builds: the pipeline panics at the exec of a program
+    /// of this name (`KEYTRAIL_TEST_PANIC_ON_EXEC`), to prove a stopped stage is not missed.
+    pub(crate) panic_on_exec: Option<String>,
 }
 
 impl Pipeline {
@@ -293,6 +296,9 @@ impl Pipeline {
         match event {
             KernelEvent::ProcExec(e) => {
                 let h = &e.header;
+                if self.panic_on_exec.as_deref() == Some(comm(h).as_str()) {
+                    panic!("fault injected by KEYTRAIL_TEST_PANIC_ON_EXEC");
+                }
                 self.procs.on_exec(e);
                 // The kernel tells the namespace; without BTF offsets, ask procfs.
                 let mnt_ns = match e.mnt_ns {

@@ -549,6 +549,28 @@ impl Agent {
     }
 
     /// SIGTERM, wait for exit, and return everything it wrote.
+    /// Waits (up to the usual timeout) for the agent to exit by itself, then what it left.
+    pub fn wait_exit(mut self) -> AgentRun {
+        let mut child = self.child.take().expect("agent running");
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        AgentRun {
+            events: read_jsonl(&self.jsonl),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+            exit_code: status.and_then(|s| s.code()),
+        }
+    }
+
     pub fn stop(mut self) -> AgentRun {
         let mut child = self.child.take().expect("agent running");
         // SAFETY: plain kill(2) on our own child.
