@@ -432,7 +432,10 @@ fn host_name() -> String {
 pub async fn run_floor(family: &str, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     probes::check_privileges()?;
     probes::ensure_tracefs()?;
-    let mut probes = Probes::load_floor(family)?;
+    let cgroup_root = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| crate::workload::find_cgroup2_mount(&m));
+    let mut probes = Probes::load_floor(family, cgroup_root.as_deref())?;
     if family == "getenv" {
         let reader = SymbolReader::default();
         for lib in LibcFinder::new(&[Library::Libc]).scan_all() {

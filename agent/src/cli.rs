@@ -48,8 +48,9 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct BenchFloorArgs {
     /// Which hooks: `open` (file-open tracepoints), `exec` (execve/execveat entry), `getenv`
-    /// (getenv/secure_getenv of the host's libc).
-    #[arg(long, default_value = "open", value_parser = ["open", "exec", "getenv"])]
+    /// (getenv/secure_getenv of the host's libc), `net` (connect4/connect6, sock_ops and
+    /// egress at the cgroup2 root).
+    #[arg(long, default_value = "open", value_parser = ["open", "exec", "getenv", "net"])]
     pub family: String,
 }
 

@@ -92,6 +92,13 @@ pub const FLOOR_EXEC_PROGRAMS: &[ProgramSpec] = &[
 
 /// The empty uprobe for getenv/secure_getenv.
 pub const FLOOR_GETENV_PROGRAM: &str = "floor_getenv";
+/// Empty programs on the network hooks (connect4, connect6, sock_ops, egress).
+const FLOOR_NET_PROGRAMS: [&str; 4] = [
+    "floor_connect4",
+    "floor_connect6",
+    "floor_sock_ops",
+    "floor_egress",
+];
 
 /// Empty programs on the file-open tracepoints: the cost floor for benchmarks.
 pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
@@ -339,10 +346,21 @@ impl Probes {
             }
             return;
         };
+        self.attach_at_cgroup(root, [NET_CONNECT4, NET_CONNECT6, NET_STATE, NET_PAYLOAD]);
+        if tls_write {
+            self.load_uprobe(TLS_WRITE_PROGRAM);
+            self.load_uprobe(TLS_FREE_PROGRAM);
+        }
+    }
+
+    /// Attaches connect4, connect6, sock_ops and egress programs (in that order) at the cgroup
+    /// `root`. Each failure is reported and the rest keep running.
+    fn attach_at_cgroup(&mut self, root: &std::path::Path, programs: [&'static str; 4]) {
+        let [connect4, connect6, state, egress] = programs;
         let dir = match std::fs::File::open(root) {
             Ok(d) => d,
             Err(e) => {
-                for p in [NET_CONNECT4, NET_CONNECT6, NET_STATE, NET_PAYLOAD] {
+                for p in programs {
                     self.record(p, Err(format!("opening {}: {e}", root.display())));
                 }
                 return;
@@ -351,28 +369,24 @@ impl Probes {
         // Links always coexist with other programs on the cgroup (the kernel rejects attach
         // flags on link creation), so the default mode is the right one here.
         let mode = CgroupAttachMode::Single;
-        for name in [NET_CONNECT4, NET_CONNECT6] {
+        for name in [connect4, connect6] {
             let r = self.with_program(name, |p: &mut CgroupSockAddr| {
                 p.load()?;
                 p.attach(&dir, mode).map(|_| ())
             });
             self.record(name, r);
         }
-        let r = self.with_program(NET_STATE, |p: &mut SockOps| {
+        let r = self.with_program(state, |p: &mut SockOps| {
             p.load()?;
             p.attach(&dir, mode).map(|_| ())
         });
-        self.record(NET_STATE, r);
-        let r = self.with_program(NET_PAYLOAD, |p: &mut CgroupSkb| {
+        self.record(state, r);
+        let r = self.with_program(egress, |p: &mut CgroupSkb| {
             p.load()?;
             p.attach(&dir, CgroupSkbAttachType::Egress, mode)
                 .map(|_| ())
         });
-        self.record(NET_PAYLOAD, r);
-        if tls_write {
-            self.load_uprobe(TLS_WRITE_PROGRAM);
-            self.load_uprobe(TLS_FREE_PROGRAM);
-        }
+        self.record(egress, r);
     }
 
     /// Runs `f` on program `name` as its concrete type; errors become text.
@@ -472,12 +486,13 @@ impl Probes {
         }
     }
 
-    /// Stops awaiting payload on a connection (its handshake was found).
+    /// Stops awaiting payload on a connection (its handshake was found): its next packet ends
+    /// the wait in the kernel.
     pub fn forget_connection(&mut self, cookie: u64) {
-        if let Some(map) = self.ebpf.map_mut(names::AWAITING_PAYLOAD)
-            && let Ok(mut m) = BpfHashMap::<_, u64, u32>::try_from(map)
+        if let Some(map) = self.ebpf.map_mut(names::FORGET_PAYLOAD)
+            && let Ok(mut m) = BpfHashMap::<_, u64, u8>::try_from(map)
         {
-            let _ = m.remove(&cookie);
+            let _ = m.insert(cookie, 1, 0);
         }
     }
 
@@ -507,11 +522,27 @@ impl Probes {
     }
 
     /// Loads the object and attaches only the empty floor programs of `family` (`open`,
-    /// `exec`; `getenv` loads the empty uprobe, attached with [`Probes::attach_uprobe`]).
-    pub fn load_floor(family: &str) -> Result<Self, ProbeError> {
+    /// `exec`; `net` at the cgroup2 root `cgroup_root`; `getenv` loads the empty uprobe,
+    /// attached with [`Probes::attach_uprobe`]).
+    pub fn load_floor(
+        family: &str,
+        cgroup_root: Option<&std::path::Path>,
+    ) -> Result<Self, ProbeError> {
         let mut ebpf = load_object(64 * 1024)?;
         match family {
             "exec" => Self::attach_all(ebpf, FLOOR_EXEC_PROGRAMS),
+            "net" => {
+                let root = cgroup_root
+                    .ok_or_else(|| ProbeError::NothingAttached("no cgroup2 mount found".into()))?;
+                let mut probes = Self::attach_all(ebpf, &[])?;
+                probes.attach_at_cgroup(root, FLOOR_NET_PROGRAMS);
+                if probes.attached.is_empty() {
+                    return Err(ProbeError::NothingAttached(
+                        "none of the network floor programs attached".into(),
+                    ));
+                }
+                Ok(probes)
+            }
             "getenv" => {
                 let program: &mut UProbe = ebpf
                     .program_mut(FLOOR_GETENV_PROGRAM)

@@ -51,7 +51,7 @@ pub mod names {
     pub const ENV_VALUE_PREFIX: &str = "ENV_VALUE_PREFIX";
     pub const ENV_GATES: &str = "ENV_GATES";
     pub const GETENV_SEEN: &str = "GETENV_SEEN";
-    pub const AWAITING_PAYLOAD: &str = "AWAITING_PAYLOAD";
+    pub const FORGET_PAYLOAD: &str = "FORGET_PAYLOAD";
     pub const CONN_FOLDS: &str = "CONN_FOLDS";
     pub const CONN_FOLD_COUNTS: &str = "CONN_FOLD_COUNTS";
     pub const PENDING_CONNS: &str = "PENDING_CONNS";

@@ -1,10 +1,10 @@
-//! Empty programs on the same hooks as the file-open, exec and getenv families. The agent never
+//! Empty programs on the same hooks as the file-open, exec, getenv and network families. The agent never
 //! attaches them; `keytrail bench-floor` does, so benchmarks can measure the cost of tracing
 //! itself (the floor) apart from the cost of keytrail's programs.
 
 use aya_ebpf::{
-    macros::{tracepoint, uprobe},
-    programs::{ProbeContext, TracePointContext},
+    macros::{cgroup_skb, cgroup_sock_addr, sock_ops, tracepoint, uprobe},
+    programs::{ProbeContext, SkBuffContext, SockAddrContext, SockOpsContext, TracePointContext},
 };
 
 macro_rules! floor_program {
@@ -29,4 +29,25 @@ floor_program!(floor_enter_execveat, "sys_enter_execveat");
 #[uprobe]
 pub fn floor_getenv(_ctx: ProbeContext) -> u32 {
     0
+}
+
+/// Empty programs on the network hooks, attached at the cgroup2 root like the agent's.
+#[cgroup_sock_addr(connect4)]
+pub fn floor_connect4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn floor_connect6(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[sock_ops]
+pub fn floor_sock_ops(_ctx: SockOpsContext) -> u32 {
+    1
+}
+
+#[cgroup_skb(egress)]
+pub fn floor_egress(_ctx: SkBuffContext) -> i32 {
+    1
 }

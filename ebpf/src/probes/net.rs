@@ -1,14 +1,15 @@
 //! Outbound TCP connections, at the cgroup2 root so every workload on the node is covered:
 //!
 //! - `cgroup/connect4` and `connect6` run in the connecting process: pid, cgroup, destination
-//!   and the socket cookie, which keys everything after. The cookie goes into
-//!   AWAITING_PAYLOAD.
-//! - `sock_ops` reports the end of the connection: failed (closed from SYN_SENT) or closed.
-//! - `cgroup_skb/egress` looks only at sockets in AWAITING_PAYLOAD (one hash lookup for every
-//!   other packet) and copies the start of their first payload packets: a TLS ClientHello, an
-//!   HTTP request head, or the preamble of a protocol that upgrades to TLS later. A socket
-//!   leaves the map once its ClientHello or request head is complete, after
-//!   MAX_PAYLOAD_PACKETS payload packets, or when it closes.
+//!   and the socket cookie, which keys everything after. The socket gets AWAITING storage.
+//! - `sock_ops` reports the end of the connection: failed (closed from SYN_SENT) or closed,
+//!   and stops asking for state changes once nothing about the connection is awaited.
+//! - `cgroup_skb/egress` looks only at sockets with AWAITING storage (a pointer test for every
+//!   other packet of the node) and copies the start of their first payload packets: a TLS
+//!   ClientHello, an HTTP request head, or the preamble of a protocol that upgrades to TLS
+//!   later. A socket loses that storage once its ClientHello or request head is complete,
+//!   after MAX_PAYLOAD_PACKETS payload packets, when the agent says it has what it needs
+//!   (FORGET_PAYLOAD), or when it closes.
 //! - A uprobe on OpenSSL's SSL_write/SSL_write_ex copies the first plaintext buffer of each SSL
 //!   object (the request head that carries credentials); later writes cost a lookup.
 //!
@@ -17,11 +18,13 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
-        BPF_NOEXIST, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
+        BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
+        bpf_sock,
     },
+    btf_maps::SkStorage,
     helpers::{bpf_get_current_pid_tgid, generated},
-    macros::{cgroup_skb, cgroup_sock_addr, map, sock_ops, uprobe},
+    macros::{btf_map, cgroup_skb, cgroup_sock_addr, map, sock_ops, uprobe},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, SkBuffContext, SockAddrContext, SockOpsContext},
 };
@@ -43,17 +46,72 @@ static PAYLOAD_RECORD: PerCpuArray<NetPayload> = PerCpuArray::with_max_entries(1
 #[map]
 static TLS_RECORD: PerCpuArray<TlsWrite> = PerCpuArray::with_max_entries(1, 0);
 
-/// Connections whose first payload is still awaited.
-const MAX_AWAITING: u32 = 65_536;
+/// Threads whose last held connection is remembered, at most.
+const MAX_THREADS: u32 = 65_536;
+/// Connections the agent has seen enough of, not yet told to their egress program.
+const MAX_FORGET: u32 = 4_096;
 /// SSL objects whose first write was already copied.
 const MAX_SSL_SEEN: u32 = 65_536;
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u8 = 6;
 const PAYLOAD_MASK: usize = PAYLOAD_CAP - 1;
 
-/// Socket cookie -> payload packets seen so far.
+/// On each socket whose first payload is still awaited: the payload packets seen so far.
+/// Socket storage lives and dies with its socket, so no table fills up under a flood of
+/// connections, and the egress program pays a pointer test, not a cookie and a hash lookup,
+/// for the packets of every other socket of the node.
+#[btf_map]
+static AWAITING: SkStorage<Awaiting> = SkStorage::new();
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Awaiting {
+    packets: u32,
+    _reserved: u32,
+}
+
+/// Socket cookies of connections whose handshake the agent completed from several packets:
+/// their next packet ends the wait.
 #[map]
-static AWAITING_PAYLOAD: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MAX_AWAITING, 0);
+static FORGET_PAYLOAD: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_FORGET, 0);
+
+/// The AWAITING storage of `sk` (created when `create`), or null.
+#[inline(always)]
+fn awaiting(sk: *mut bpf_sock, create: bool) -> *mut Awaiting {
+    if sk.is_null() {
+        return core::ptr::null_mut();
+    }
+    let flags = if create {
+        BPF_SK_STORAGE_GET_F_CREATE as u64
+    } else {
+        0
+    };
+    // SAFETY: `sk` is a socket pointer the kernel gave this program (checked non-null); the
+    // map argument is this program's socket storage map.
+    unsafe {
+        generated::bpf_sk_storage_get(
+            core::ptr::from_ref(&AWAITING).cast_mut().cast(),
+            sk.cast(),
+            core::ptr::null_mut(),
+            flags,
+        )
+    }
+    .cast()
+}
+
+/// Ends the wait for `sk`'s payload.
+#[inline(always)]
+fn stop_awaiting(sk: *mut bpf_sock) {
+    if !sk.is_null() {
+        // SAFETY: as in `awaiting`.
+        unsafe {
+            generated::bpf_sk_storage_delete(
+                core::ptr::from_ref(&AWAITING).cast_mut().cast(),
+                sk.cast(),
+            );
+        }
+    }
+}
 
 /// Socket cookie -> the connect record of a connection that may repeat one the agent named,
 /// held until its first payload or its end decides whether it is sent or folded. Not an LRU:
@@ -83,8 +141,7 @@ const MAX_CONN_FOLDS: u32 = 16_384;
 /// may never see that connection (folded), yet an SSL_write on that thread is most likely for
 /// it (OpenSSL does not tell which socket an SSL object writes to).
 #[map]
-static THREAD_LAST_CONN: LruHashMap<u64, ThreadConn> =
-    LruHashMap::with_max_entries(MAX_AWAITING, 0);
+static THREAD_LAST_CONN: LruHashMap<u64, ThreadConn> = LruHashMap::with_max_entries(MAX_THREADS, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -168,7 +225,9 @@ fn on_connect(ctx: &SockAddrContext, fam: u16) -> ProbeResult {
     } else if !send_connect(&ev) {
         return Ok(());
     }
-    let _ = AWAITING_PAYLOAD.insert(cookie, 0, 0);
+    // SAFETY: reading the socket pointer of this context.
+    let sk = unsafe { sa.__bindgen_anon_1.sk };
+    let _ = awaiting(sk, true);
     Ok(())
 }
 
@@ -315,14 +374,14 @@ fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
     if op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_STATE_CB {
         return Ok(());
     }
-    // SAFETY: a sock_ops context is a valid argument of this helper.
-    let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.as_ptr()) };
-    let state = match op {
+    // SAFETY: reading the socket pointer of this context (null-checked where used).
+    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    let awaited = !awaiting(sk, false).is_null();
+    let (state, cookie) = match op {
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
             // Ask for state changes of the connections the connect hook saw, so a failed
             // connect and the end of each connection are known.
-            // SAFETY: plain map lookup of a u64 key.
-            if unsafe { AWAITING_PAYLOAD.get(cookie) }.is_some() {
+            if awaited {
                 let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG;
                 let _ = ctx.set_cb_flags(flags as i32);
             }
@@ -330,9 +389,19 @@ fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
         }
         _ => {
             if ctx.arg(1) != BPF_TCP_CLOSE {
+                // Once its first payload named the connection, its end tells nothing new:
+                // stop paying for its state changes.
+                if !awaited {
+                    let flags = ctx.cb_flags() & !BPF_SOCK_OPS_STATE_CB_FLAG;
+                    let _ = ctx.set_cb_flags(flags as i32);
+                }
                 return Ok(());
             }
-            let awaited = AWAITING_PAYLOAD.remove(cookie).is_ok();
+            if awaited {
+                stop_awaiting(sk);
+            }
+            // SAFETY: a sock_ops context is a valid argument of this helper.
+            let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.as_ptr()) };
             let state = if ctx.arg(0) == BPF_TCP_SYN_SENT {
                 conn_state::FAILED
             } else if awaited {
@@ -354,7 +423,7 @@ fn on_sock_op(ctx: &SockOpsContext) -> ProbeResult {
                     return Ok(());
                 }
             }
-            state
+            (state, cookie)
         }
     };
     count_seen(ProbeId::NetState);
@@ -382,29 +451,38 @@ pub fn net_payload(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn on_egress(ctx: &SkBuffContext) -> ProbeResult {
+    // SAFETY: reading the socket pointer of this packet (null-checked in `awaiting`).
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    let packets = awaiting(sk, false);
+    if packets.is_null() {
+        return Ok(());
+    }
     // SAFETY: an skb context is a valid argument of this helper.
     let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.as_ptr()) };
-    let Some(packets) = AWAITING_PAYLOAD.get_ptr_mut(cookie) else {
+    // SAFETY: plain map lookup of a u64 key.
+    if unsafe { FORGET_PAYLOAD.get(cookie) }.is_some() {
+        let _ = FORGET_PAYLOAD.remove(cookie);
+        stop_awaiting(sk);
         return Ok(());
-    };
+    }
     let offset = payload_offset(ctx).ok_or(ProbeError)?;
     let len = ctx.len() as usize;
     if len <= offset {
         return Ok(()); // SYN, ACK: no payload
     }
     let avail = len - offset;
-    // SAFETY: the pointer comes from a successful lookup of this map.
-    let packet = unsafe { *packets };
+    // SAFETY: non-null storage of this socket.
+    let packet = unsafe { (*packets).packets };
     // The first payload decides about the held connect record: a repeat of a connection the
     // agent named is only counted; anything else is sent, connect record first.
     if let Some(held) = take_pending(cookie) {
         if packet == 0 && fold_payload(ctx, offset, avail, &held) {
-            let _ = AWAITING_PAYLOAD.remove(cookie);
+            stop_awaiting(sk);
             count_folded(ProbeId::NetPayload);
             return Ok(());
         }
         if !send_connect(&held) {
-            let _ = AWAITING_PAYLOAD.remove(cookie);
+            stop_awaiting(sk);
             return Ok(());
         }
     }
@@ -448,11 +526,10 @@ fn on_egress(ctx: &SkBuffContext) -> ProbeResult {
         || (loaded && head[0] == 0x16 && avail >= 5 + record_len)
         || (loaded && is_http_method(&head));
     if done {
-        let _ = AWAITING_PAYLOAD.remove(cookie);
+        stop_awaiting(sk);
     } else {
-        // SAFETY: the pointer from the lookup above; only this connection's packets (sent in
-        // order by one socket) update it.
-        unsafe { *packets = packet + 1 };
+        // SAFETY: this socket's storage; only its packets (sent in order) update it.
+        unsafe { (*packets).packets = packet + 1 };
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask bench net`: what the agent adds to the cost of network connections, over
 //! loopback.
 //!
-//! Five measurements, each in three setups:
+//! Five measurements, each in four setups:
 //!
 //! - **connect**: a small C loop (`net_loop.c connect`) that connects to its own listener on
 //!   127.0.0.1 and accepts, closes both ends, repeated; connects per second;
@@ -19,10 +19,12 @@
 //! s_time's own figure counts whole seconds; the rate here comes from the arrival times of
 //! its progress characters (one per connection, flushed as each one ends) on its stdout.
 //!
-//! Setups, interleaved within each round: none; agent-net-off (`network.connections: false`,
-//! every other program of the agent on: there is no network family in `keytrail bench-floor`,
-//! so this separates what the network programs cost from what the rest of the agent costs);
-//! agent (the default configuration, network programs and SSL_write uprobes on).
+//! Setups, interleaved within each round: none; floor (`keytrail bench-floor --family net`:
+//! empty connect4, connect6, sock_ops and egress programs at the cgroup2 root, the cost of
+//! running a program on those hooks at all; no uprobe); agent-net-off
+//! (`network.connections: false`, every other program of the agent on: what the rest of the
+//! agent costs); agent (the default configuration, network programs and SSL_write uprobes
+//! on).
 //!
 //! Each measurement also notes what else the machine did meanwhile: the CPU time used outside
 //! the benchmark's processes, the time the hypervisor stole from the virtual CPUs, and whether
@@ -113,16 +115,18 @@ pub struct Options {
 #[derive(Clone, Copy, Debug)]
 enum Setup {
     None,
+    Floor,
     NetOff,
     Agent,
 }
 
 impl Setup {
-    const ALL: [Setup; 3] = [Setup::None, Setup::NetOff, Setup::Agent];
+    const ALL: [Setup; 4] = [Setup::None, Setup::Floor, Setup::NetOff, Setup::Agent];
 
     fn name(self) -> &'static str {
         match self {
             Setup::None => "none",
+            Setup::Floor => "floor",
             Setup::NetOff => "agent-net-off",
             Setup::Agent => "agent",
         }
@@ -208,9 +212,9 @@ impl Item {
 /// meanwhile, one entry per round; measurements beside another keytrail process.
 #[derive(Default)]
 struct Results {
-    samples: [[Vec<Sample>; 3]; 5],
-    ops: [[Vec<f64>; 3]; 5],
-    busy: [[Vec<Busy>; 3]; 5],
+    samples: [[Vec<Sample>; 4]; 5],
+    ops: [[Vec<f64>; 4]; 5],
+    busy: [[Vec<Busy>; 4]; 5],
     beside_other_agent: usize,
 }
 
@@ -259,6 +263,7 @@ impl Workloads<'_> {
     ) -> Result<(Sample, f64)> {
         let attach = match setup {
             Setup::None => Attach::None,
+            Setup::Floor => Attach::Floor("net"),
             Setup::NetOff => Attach::Agent(Some(&self.net_off)),
             Setup::Agent => Attach::Agent(None),
         };
@@ -382,7 +387,7 @@ pub fn run(opts: Options) -> Result<()> {
 /// (`BPF_ENABLE_STATS`). The kernel counts such references apart from the
 /// `kernel.bpf_stats_enabled` sysctl the bencher sets, so another benchmark on the machine
 /// restoring that sysctl to 0 meanwhile cannot turn the stats off under this one.
-fn enable_run_time_stats() -> Result<OwnedFd> {
+pub(super) fn enable_run_time_stats() -> Result<OwnedFd> {
     /// `union bpf_attr` for this command: `struct { __u32 type; } enable_stats`.
     #[repr(C)]
     struct EnableStats {
@@ -415,12 +420,12 @@ fn enable_run_time_stats() -> Result<OwnedFd> {
 /// waited-for children (the loop, the servers, the agent), and other keytrail processes (a
 /// test's agent, say, attaching network programs of its own at the cgroup root, which every
 /// setup would pay for).
-struct Activity {
+pub(super) struct Activity {
     at: Instant,
     machine: Option<MachineCpu>,
     /// user + system time of this process and its reaped children.
     ours: Duration,
-    other_agents: usize,
+    pub(super) other_agents: usize,
 }
 
 /// CPU time of all CPUs since boot (`/proc/stat`).
@@ -435,13 +440,13 @@ struct MachineCpu {
 /// Over one measurement, in CPUs (1.0: one whole CPU): the CPU time other processes used, and
 /// the time stolen from the machine's virtual CPUs.
 #[derive(Clone, Copy)]
-struct Busy {
-    others: f64,
-    steal: f64,
+pub(super) struct Busy {
+    pub(super) others: f64,
+    pub(super) steal: f64,
 }
 
 impl Activity {
-    fn now() -> Self {
+    pub(super) fn now() -> Self {
         Self {
             at: Instant::now(),
             machine: machine_cpu(),
@@ -451,7 +456,7 @@ impl Activity {
     }
 
     /// What else the machine did since `before`.
-    fn busy_since(&self, before: &Activity) -> Option<Busy> {
+    pub(super) fn busy_since(&self, before: &Activity) -> Option<Busy> {
         let (now, then) = (self.machine?, before.machine?);
         let busy = now.busy.checked_sub(then.busy)?;
         let steal = now.steal.checked_sub(then.steal)?;
@@ -886,10 +891,13 @@ fn report(opts: &Options, tls: &Tls, results: &Results) -> (String, usize) {
     let _ = writeln!(w, "## Results\n");
     let _ = writeln!(
         w,
-        "| measurement | unit | none | agent-net-off | agent | agent/none \
-         | agent/agent-net-off | agent-net-off/none | spread | others' CPU | steal |"
+        "| measurement | unit | none | floor | agent-net-off | agent | agent/none | agent/floor \
+         | floor/none | agent/agent-net-off | agent-net-off/none | spread | others' CPU | steal |"
     );
-    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        w,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for item in Item::ALL {
         let s = |setup| results.samples(item, setup);
         let decimals = if item.is_rate() { 0 } else { 1 };
@@ -904,13 +912,16 @@ fn report(opts: &Options, tls: &Tls, results: &Results) -> (String, usize) {
         let steal = median(busy.iter().map(|b| b.steal * 100.0).collect());
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% |",
             item.label(),
             item.unit(),
             fmt(value(item, s(Setup::None)), decimals),
+            fmt(value(item, s(Setup::Floor)), decimals),
             fmt(value(item, s(Setup::NetOff)), decimals),
             fmt(value(item, s(Setup::Agent)), decimals),
             fmt(relative(item, s(Setup::Agent), s(Setup::None)), 3),
+            fmt(relative(item, s(Setup::Agent), s(Setup::Floor)), 3),
+            fmt(relative(item, s(Setup::Floor), s(Setup::None)), 3),
             fmt(relative(item, s(Setup::Agent), s(Setup::NetOff)), 3),
             fmt(relative(item, s(Setup::NetOff), s(Setup::None)), 3),
             fmt(spread, 1),
@@ -922,7 +933,7 @@ fn report(opts: &Options, tls: &Tls, results: &Results) -> (String, usize) {
         w,
         "\nRatios are of the values in each row's unit: below 1 for a rate, above 1 for ns per \
          write, the agent costs something. Spread: (largest / smallest value over the rounds \
-         − 1), the median over the three setups; ratios closer to 1 than it are within \
+         − 1), the median over the four setups; ratios closer to 1 than it are within \
          noise. Others' CPU: CPU time of the machine outside this benchmark's processes during \
          the measurements; steal: time the hypervisor ran something else on the machine's \
          virtual CPUs (medians, in % of one CPU); well above 0, the figures are noisy.\n"

@@ -371,14 +371,14 @@ fn plant_files(dir: &Path, generators: usize) -> Result<Vec<PathBuf>> {
 }
 
 /// Leaf cgroups of the generators under the cgroup2 mount; removed on drop.
-struct BenchCgroups {
+pub(super) struct BenchCgroups {
     base: PathBuf,
     /// `cgroup.procs` of each leaf, as C strings for the pre-exec hook.
-    procs: Vec<CString>,
+    pub(super) procs: Vec<CString>,
 }
 
 impl BenchCgroups {
-    fn create(n: usize) -> Result<Self> {
+    pub(super) fn create(n: usize) -> Result<Self> {
         let base = cgroup2_mount()?.join(format!("keytrail-bench-{}", std::process::id()));
         fs::create_dir(&base).with_context(|| format!("creating cgroup {}", base.display()))?;
         let mut procs = Vec::new();
@@ -421,7 +421,7 @@ fn cgroup2_mount() -> Result<PathBuf> {
 }
 
 /// Moves the calling (forked) process into the cgroup whose `cgroup.procs` is `procs`.
-fn join_cgroup(procs: &CString) -> std::io::Result<()> {
+pub(super) fn join_cgroup(procs: &CString) -> std::io::Result<()> {
     // SAFETY: plain syscalls on a valid C string and a local buffer.
     unsafe {
         let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
@@ -438,7 +438,7 @@ fn join_cgroup(procs: &CString) -> std::io::Result<()> {
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .context("reading the agent's /proc stat")?;
     // Fields after the command (which may hold spaces) start after the last `)`.
@@ -456,7 +456,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((ticks(11) + ticks(12)) / hz.max(1.0))
 }
 
-fn rss_mib_of(pid: u32) -> f64 {
+pub(super) fn rss_mib_of(pid: u32) -> f64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
