@@ -1,7 +1,10 @@
 //! Reading credential files the way the workload sees them, and only that way: through the
 //! workload's own root (`/proc/PID/root`) with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`,
 //! so a symlink planted in a container cannot point the agent at a host file. Regular files
-//! only, opened non-blocking (a FIFO cannot stall the agent), never more than a size cap.
+//! only: the path is resolved to an `O_PATH` handle (which opens nothing), checked to be a
+//! regular file, and only then is that very inode opened for reading, non-blocking, through
+//! the agent's own descriptor; a device node or FIFO a workload plants at a watched path is
+//! never opened. Never more than a size cap.
 //! `roots` picks the root to read through when the reader is gone.
 
 use std::{
@@ -125,20 +128,47 @@ pub fn read_in_root(root: &OwnedFd, path: &str, cap: u64) -> Result<FileContent,
     Ok(FileContent { bytes, identity })
 }
 
-/// Opens `path` through `root` and checks it is a regular file; no content is read yet, so a
-/// caller holding a cached result for the same identity can skip the read.
+/// Opens `path` through `root` if it is a regular file; no content is read yet, so a caller
+/// holding a cached result for the same identity can skip the read. The path is resolved
+/// without opening what it names (`O_PATH`), so a device node's driver or a FIFO's writer never
+/// sees an open by the agent.
 pub fn open_in_root(
     root: &OwnedFd,
     path: &str,
 ) -> Result<(std::fs::File, FileIdentity), ReadError> {
-    let file = openat2_in_root(
-        root,
-        path,
-        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
-    )?;
-    let meta = file.metadata().map_err(|e| ReadError::Io(e.to_string()))?;
-    if !meta.file_type().is_file() {
+    let handle = openat2_in_root(root, path, libc::O_PATH | libc::O_CLOEXEC)?;
+    let checked = handle
+        .metadata()
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+    if !checked.file_type().is_file() {
         return Err(ReadError::NotRegular);
+    }
+    reopen_checked(&handle, checked.ino(), checked.dev())
+}
+
+/// Opens for reading the regular file an `O_PATH` `handle` holds, through the agent's own
+/// descriptor (a magic link that leads nowhere else), and checks it is still that inode.
+fn reopen_checked(
+    handle: &std::fs::File,
+    ino: u64,
+    dev: u64,
+) -> Result<(std::fs::File, FileIdentity), ReadError> {
+    let own = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).expect("no NUL");
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: valid C string; the link is our own descriptor of a checked regular file.
+    let raw = unsafe { libc::open(own.as_ptr(), flags) };
+    if raw < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => ReadError::Denied,
+            _ => ReadError::Io(err.to_string()),
+        });
+    }
+    // SAFETY: fresh descriptor we own.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    let meta = file.metadata().map_err(|e| ReadError::Io(e.to_string()))?;
+    if (meta.ino(), meta.dev()) != (ino, dev) || !meta.file_type().is_file() {
+        return Err(ReadError::Changed);
     }
     Ok((file, identity_of(&meta)))
 }
@@ -170,24 +200,7 @@ pub fn open_descriptor(
     if (checked.ino(), checked.dev()) != (ino, dev) {
         return Err(ReadError::Changed);
     }
-    let own = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).expect("no NUL");
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-    // SAFETY: valid C string; the link is our own descriptor of a checked regular file.
-    let raw = unsafe { libc::open(own.as_ptr(), flags) };
-    if raw < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(match err.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) => ReadError::Denied,
-            _ => ReadError::Io(err.to_string()),
-        });
-    }
-    // SAFETY: fresh descriptor we own.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
-    let meta = file.metadata().map_err(|e| ReadError::Io(e.to_string()))?;
-    if (meta.ino(), meta.dev()) != (ino, dev) || !meta.file_type().is_file() {
-        return Err(ReadError::Changed);
-    }
-    Ok((file, identity_of(&meta)))
+    reopen_checked(&handle, ino, dev)
 }
 
 fn identity_of(meta: &std::fs::Metadata) -> FileIdentity {

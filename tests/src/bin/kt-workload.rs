@@ -8,6 +8,9 @@
 //!   write PATH             create PATH (and its parents) with dummy content
 //!   chdir DIR
 //!   open PATH              open(2) through libc (glibc issues openat), then close
+//!   open-nonblock PATH     the same with O_NONBLOCK (a FIFO without a writer opens at once)
+//!   mkfifo PATH            create the FIFO PATH (and its parents)
+//!   mknod-char PATH MAJ MIN  create the character device node PATH (and its parents)
 //!   openat2 PATH           the openat2 syscall with AT_FDCWD, then close
 //!   open-many DIR N        create N files DIR/plain-I.txt, then open and close each
 //!   write-text PATH TEXT   create PATH (and its parents) holding TEXT (`\n` escapes allowed)
@@ -275,6 +278,31 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
             .map(|_| String::new())
             .map_err(|e| e.to_string()),
         "open" => Ok(open_close(arg(0)?)?.to_string()),
+        "open-nonblock" => {
+            let p = cstr(arg(0)?)?;
+            let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+            let fd = unsafe { libc::open(p.as_ptr(), flags) };
+            Ok(finish(fd as i64).to_string())
+        }
+        "mkfifo" | "mknod-char" => {
+            let path = std::path::Path::new(arg(0)?);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            let p = cstr(arg(0)?)?;
+            let rc = if cmd == "mkfifo" {
+                unsafe { libc::mkfifo(p.as_ptr(), 0o600) }
+            } else {
+                let major: u32 = arg(1)?.parse().map_err(|_| "mknod-char: bad major")?;
+                let minor: u32 = arg(2)?.parse().map_err(|_| "mknod-char: bad minor")?;
+                let dev = libc::makedev(major, minor);
+                unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o600, dev) }
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error().to_string());
+            }
+            Ok(String::new())
+        }
         "openat2" => Ok(openat2_close(arg(0)?)?.to_string()),
         "open-many" => {
             let dir = arg(0)?;
