@@ -205,7 +205,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let mut correlator = Correlator::new(&config.correlate);
     let counters = Arc::new(AgentCounters::default());
     let inventory = if config.output.inventory {
-        let inventory = Inventory::open(&opts.state)?;
+        let mut inventory = Inventory::open(&opts.state)?;
+        inventory.prune_logged(config.output.inventory_retention);
         let (uses, holders) = inventory.load(config.correlate.max_edges)?;
         correlator.seed(&uses, &holders, &counters.correlate);
         tracing::info!(state = %opts.state.display(), uses = uses.len(), "inventory opened");
@@ -257,6 +258,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         tokio::spawn(crate::inventory::run(
             inventory,
             fanout.add("inventory", RECORD_QUEUE),
+            config.output.inventory_retention,
         ))
     });
     let otlp = &config.output.otlp;

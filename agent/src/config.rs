@@ -336,6 +336,9 @@ pub struct OutputConfig {
     /// Keep the credential inventory (SQLite) in the state file.
     #[serde(default = "default_true")]
     pub inventory: bool,
+    /// Inventory rows not seen for this long are deleted (0: never).
+    #[serde(default = "default_inventory_retention", with = "humantime_serde")]
+    pub inventory_retention: Duration,
     /// OTLP export.
     #[serde(default)]
     pub otlp: OtlpConfig,
@@ -372,6 +375,9 @@ const fn default_stats_interval() -> Duration {
 const fn default_dedup_window() -> Duration {
     Duration::from_secs(60)
 }
+const fn default_inventory_retention() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
 const fn default_ring_buffer_bytes() -> u32 {
     4 << 20
 }
@@ -390,6 +396,7 @@ impl Default for OutputConfig {
             dedup_window: default_dedup_window(),
             connections: false,
             inventory: true,
+            inventory_retention: default_inventory_retention(),
             otlp: OtlpConfig::default(),
         }
     }

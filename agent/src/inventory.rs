@@ -32,6 +32,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const BATCH: usize = 4096;
 /// Pause before each transaction, so records arriving meanwhile join it.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// How often rows past the retention are deleted while the agent runs.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -248,6 +250,42 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// Deletes the rows (uses, holders, credentials, workloads) last seen before `cutoff`;
+    /// returns how many.
+    pub fn prune(&mut self, cutoff: SystemTime) -> Result<u64, InventoryError> {
+        let ms = to_ms(cutoff);
+        let tx = self.conn.transaction().map_err(|e| sqlite(&self.path, e))?;
+        let mut deleted = 0;
+        for table in ["uses", "holders", "credentials", "workloads"] {
+            let n = tx
+                .execute(&format!("DELETE FROM {table} WHERE last_seen < ?1"), [ms])
+                .map_err(|e| sqlite(&self.path, e))?;
+            deleted += n as u64;
+        }
+        tx.commit().map_err(|e| sqlite(&self.path, e))?;
+        Ok(deleted)
+    }
+
+    /// [`Inventory::prune`] of what was not seen within `retention` (zero: nothing), logged.
+    pub fn prune_logged(&mut self, retention: Duration) {
+        if retention.is_zero() {
+            return;
+        }
+        let Some(cutoff) = SystemTime::now().checked_sub(retention) else {
+            return;
+        };
+        match self.prune(cutoff) {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                state = %self.path,
+                rows,
+                retention = %humantime::format_duration(retention),
+                "inventory rows past their retention deleted"
+            ),
+            Err(e) => tracing::warn!(state = %self.path, error = %e, "cannot prune the inventory"),
+        }
+    }
+
     /// Opens (creating it and its directory, mode 0700, if needed) the inventory in WAL mode.
     pub fn open(path: &Path) -> Result<Self, InventoryError> {
         let shown = path.display().to_string();
@@ -504,22 +542,33 @@ impl Inventory {
 }
 
 /// Writes records until every sender is gone, batching whatever is queued into one
-/// transaction. Runs on a blocking thread.
+/// transaction, and deletes rows not seen within `retention` (zero: never) at start and every
+/// [`PRUNE_INTERVAL`]. Runs on a blocking thread.
 pub async fn run(
     inventory: Inventory,
     rx: mpsc::Receiver<Arc<Record>>,
+    retention: Duration,
 ) -> Result<(), InventoryError> {
     let path = inventory.path.clone();
-    tokio::task::spawn_blocking(move || write_loop(inventory, rx))
+    tokio::task::spawn_blocking(move || write_loop(inventory, rx, retention))
         .await
         .map_err(|_| InventoryError::Writer { path })
 }
 
-fn write_loop(mut inventory: Inventory, mut rx: mpsc::Receiver<Arc<Record>>) {
+fn write_loop(mut inventory: Inventory, mut rx: mpsc::Receiver<Arc<Record>>, retention: Duration) {
     let mut warned = false;
     let mut lost: u64 = 0;
     let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.blocking_recv() {
+    // Pruned at open (before the agent loads the inventory), then every interval.
+    let mut pruned_at = std::time::Instant::now();
+    loop {
+        if !retention.is_zero() && pruned_at.elapsed() >= PRUNE_INTERVAL {
+            pruned_at = std::time::Instant::now();
+            inventory.prune_logged(retention);
+        }
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
         // Let a busy stream gather for a moment: one transaction per interval, not per record.
         std::thread::sleep(COMMIT_INTERVAL);
         batch.push(first);
@@ -1060,6 +1109,49 @@ pub(crate) mod tests {
                 6,
             ),
         ]
+    }
+
+    #[test]
+    fn prune_deletes_only_what_was_last_seen_before_the_cutoff() {
+        let (_dir, path) = temp();
+        let mut inv = Inventory::open(&path).unwrap();
+        // Old: an access and a use of FP by one workload at t(0)..t(6).
+        inv.apply(&sample()).unwrap();
+        assert_eq!(counts(&inv), [1, 1, 1, 1]);
+        // Recent: another credential of another workload at t(1000).
+        inv.apply(&[
+            access(
+                1000,
+                "pod/web/front",
+                "fp-recent",
+                "static",
+                "file",
+                Some("web"),
+                None,
+            ),
+            use_of(
+                "pod/web/front",
+                "fp-recent",
+                "api.example.test",
+                443,
+                "wire",
+                1,
+                1000,
+                1000,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(counts(&inv), [2, 2, 2, 2]);
+        assert_eq!(inv.prune(t(500)).unwrap(), 4);
+        assert_eq!(counts(&inv), [1, 1, 1, 1]);
+        let left: String = inv
+            .conn
+            .query_row("SELECT fingerprint FROM credentials", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, "fp-recent");
+        // Nothing older than the oldest row: nothing deleted.
+        assert_eq!(inv.prune(t(0)).unwrap(), 0);
+        assert_eq!(counts(&inv), [1, 1, 1, 1]);
     }
 
     #[test]
@@ -1637,7 +1729,7 @@ pub(crate) mod tests {
         let (_dir, path) = temp();
         let inv = Inventory::open(&path).unwrap();
         let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(run(inv, rx));
+        let task = tokio::spawn(run(inv, rx, Duration::ZERO));
         for r in sample() {
             tx.send(r).await.unwrap();
         }
@@ -1661,7 +1753,7 @@ pub(crate) mod tests {
         }
         tx.try_send(sample()[0].clone()).unwrap();
         drop(tx);
-        write_loop(inv, rx);
+        write_loop(inv, rx, Duration::ZERO);
         let inv = Inventory::open_read_only(&path).unwrap();
         assert_eq!(
             ["credentials", "workloads", "holders"].map(|t| count(&inv, t)),
