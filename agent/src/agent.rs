@@ -191,7 +191,7 @@ async fn attach_startup_libraries(
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let config = &opts.config;
     probes::check_privileges()?;
-    probes::ensure_tracefs()?;
+    let _tracefs = probes::ensure_tracefs()?;
     let rules = WatchRules::compile(&config.watch.paths).map_err(AgentError::Rules)?;
     let cgroup_filter = CgroupFilter::new(&config.cgroups.include, &config.cgroups.exclude)
         .map_err(|e| AgentError::Rules(e.to_string()))?;
@@ -433,7 +433,7 @@ fn host_name() -> String {
 /// and another at shutdown. Benchmarks use it to measure the cost of tracing itself.
 pub async fn run_floor(family: &str, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     probes::check_privileges()?;
-    probes::ensure_tracefs()?;
+    let _tracefs = probes::ensure_tracefs()?;
     let cgroup_root = std::fs::read_to_string("/proc/self/mountinfo")
         .ok()
         .and_then(|m| crate::workload::find_cgroup2_mount(&m));

@@ -222,10 +222,10 @@ pub fn check_privileges() -> Result<(), ProbeError> {
 }
 
 /// Tracepoint attach reads ids from tracefs, which many hosts do not mount at boot.
-pub fn ensure_tracefs() -> Result<(), ProbeError> {
+pub fn ensure_tracefs() -> Result<Option<TracefsMount>, ProbeError> {
     for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
         if std::path::Path::new(dir).join("events").is_dir() {
-            return Ok(());
+            return Ok(None);
         }
     }
     let target = c"/sys/kernel/tracing";
@@ -243,7 +243,27 @@ pub fn ensure_tracefs() -> Result<(), ProbeError> {
         return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
     }
     tracing::info!("mounted tracefs on /sys/kernel/tracing");
-    Ok(())
+    Ok(Some(TracefsMount))
+}
+
+/// tracefs as the agent mounted it: unmounted when dropped, at the agent's exit, so the node is
+/// left as it was found. Attached tracepoints do not need it once attached.
+#[must_use = "dropping it unmounts tracefs"]
+pub struct TracefsMount;
+
+impl Drop for TracefsMount {
+    fn drop(&mut self) {
+        // SAFETY: constant NUL-terminated string.
+        let rc = unsafe { libc::umount2(c"/sys/kernel/tracing".as_ptr(), libc::MNT_DETACH) };
+        if rc == 0 {
+            tracing::info!("unmounted the tracefs it mounted from /sys/kernel/tracing");
+        } else {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot unmount the tracefs it mounted on /sys/kernel/tracing"
+            );
+        }
+    }
 }
 
 impl Probes {
