@@ -1,19 +1,27 @@
 //! Credential files -> credentials: reads a file the way its workload sees it (`rootfs`),
 //! classifies the content (`credential`), and remembers the result per file identity
-//! (device, inode, mtime, size) so a file read a thousand times is read and parsed once.
+//! (device, inode, mtime, size) so a file read a thousand times is read and parsed once: an
+//! open whose identity is cached is revalidated by `fstat` without reading. Every open and
+//! read of a workload's file runs on a reader thread with a timeout (`file_reads`), so a
+//! stalled filesystem costs the pipeline at most one timeout.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
-    sync::Arc,
-    time::SystemTime,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime},
 };
 
 use crate::{
     credential::{Classifier, Credential, Kind},
+    file_reads::{FileReads, key_for},
     rootfs::{self, FileIdentity, ReadError},
     roots::{RootSource, Roots},
 };
+
+/// How long a workload's file may take to open and read before it is reported as timed out.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Cached classifications; cleared wholesale when full (a rare event: distinct credential
 /// files on one node are few).
@@ -80,6 +88,9 @@ pub struct Inspector {
     max_file_bytes: u64,
     cgroup_mount: Option<PathBuf>,
     cache: HashMap<FileIdentity, Arc<Content>>,
+    /// The identities in `cache`, for reader threads to skip reading what is cached.
+    cached_ids: Arc<Mutex<HashSet<FileIdentity>>>,
+    reads: FileReads,
     /// Files found to hold credentials, by (inode, device): what the kernel checks every open
     /// against (KNOWN_FILES), and what such an open held.
     known: HashMap<(u64, u64), Arc<Content>>,
@@ -101,6 +112,8 @@ impl Inspector {
             max_file_bytes,
             cgroup_mount,
             cache: HashMap::new(),
+            cached_ids: Arc::default(),
+            reads: FileReads::new(READ_TIMEOUT),
             known: HashMap::new(),
             newly_known: None,
             known_reset: false,
@@ -121,6 +134,12 @@ impl Inspector {
         self.roots.seed_from_proc();
     }
 
+    /// Waits for reads with this timeout instead of [`READ_TIMEOUT`].
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.reads = FileReads::new(timeout);
+        self
+    }
+
     /// Reads and classifies `path` as `reader` sees it.
     pub fn inspect(
         &mut self,
@@ -129,12 +148,15 @@ impl Inspector {
         env_hint: Option<&str>,
         now: SystemTime,
     ) -> Inspection {
-        let mut root = None;
-        let (file, identity, via) = if let Some((fd, ino, dev)) = reader.descriptor {
-            match rootfs::open_descriptor(reader.pid, fd, ino, dev) {
-                Ok((file, identity)) => (file, identity, ReadVia::Descriptor),
-                Err(e) => return self.known_or(reader, e),
-            }
+        let key = key_for(reader.mnt_ns, reader.pid);
+        let (plan, via, root) = if let Some((fd, ino, dev)) = reader.descriptor {
+            let plan = OpenPlan::Descriptor {
+                pid: reader.pid,
+                fd,
+                ino,
+                dev,
+            };
+            (plan, ReadVia::Descriptor, None)
         } else if reader.known_file.is_some() {
             return self.known_or(reader, ReadError::NoRoot);
         } else {
@@ -154,14 +176,23 @@ impl Inspector {
                 Ok(r) => r,
                 Err(e) => return failed(e, None),
             };
-            let via = ReadVia::Root(source);
-            match rootfs::open_in_root(&r, path) {
-                Ok((file, identity)) => {
-                    root = Some(r);
-                    (file, identity, via)
-                }
-                Err(e) => return failed(e, Some(via)),
-            }
+            // Kept for the sibling certificate lookup once the file is classified.
+            let kept = r.try_clone().ok();
+            let plan = OpenPlan::InRoot {
+                root: r,
+                path: path.to_string(),
+            };
+            (plan, ReadVia::Root(source), kept)
+        };
+        let cached = Arc::clone(&self.cached_ids);
+        let cap = self.max_file_bytes;
+        let opened = self
+            .reads
+            .run(key, move || plan.open_and_read(cap, &cached));
+        let (identity, read) = match opened {
+            Ok(o) => o,
+            Err(e) if via == ReadVia::Descriptor => return self.known_or(reader, e),
+            Err(e) => return failed(e, Some(via)),
         };
         if let Some(hit) = self.cache.get(&identity) {
             return Inspection {
@@ -170,7 +201,15 @@ impl Inspector {
                 via: Some(via),
             };
         }
-        let bytes = match rootfs::read_capped(file, &identity, self.max_file_bytes) {
+        let bytes = match read {
+            Ok(Read::Bytes(b)) => Ok(b),
+            // Cached when the reader thread looked, evicted since: read it after all.
+            Ok(Read::Cached(file)) => self
+                .reads
+                .run(key, move || rootfs::read_capped(file, &identity, cap)),
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
             Ok(b) => b,
             Err(e) => {
                 return Inspection {
@@ -181,14 +220,11 @@ impl Inspector {
             }
         };
         let mut content = self.classify(&bytes, path, env_hint, now);
-        if let (Content::Credentials(creds), Some(root)) = (&mut content, &root) {
-            self.lifetime_from_sibling_certificate(root, path, creds, now);
+        if let (Content::Credentials(creds), Some(root)) = (&mut content, root) {
+            self.lifetime_from_sibling_certificate(key, root, path, creds, now);
         }
         let content = Arc::new(content);
-        if self.cache.len() >= MAX_CACHED {
-            self.cache.clear();
-        }
-        self.cache.insert(identity, Arc::clone(&content));
+        self.cache_insert(identity, Arc::clone(&content));
         if matches!(*content, Content::Credentials(_)) {
             self.newly_known = Some((identity.ino, identity.dev));
             if self.known.len() >= MAX_KNOWN_FILES {
@@ -203,6 +239,25 @@ impl Inspector {
             identity: Some(identity),
             via: Some(via),
         }
+    }
+
+    /// Remembers what a file of this identity held (cleared wholesale when full).
+    fn cache_insert(&mut self, identity: FileIdentity, content: Arc<Content>) {
+        let mut ids = self
+            .cached_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.cache.len() >= MAX_CACHED {
+            self.cache.clear();
+            ids.clear();
+        }
+        self.cache.insert(identity, content);
+        ids.insert(identity);
+    }
+
+    /// Reads stuck past their timeout now.
+    pub fn stuck_reads(&self) -> usize {
+        self.reads.stuck()
     }
 
     /// What a known credential file held, for an open by identity whose descriptor could not
@@ -243,43 +298,25 @@ impl Inspector {
         let Ok((root, _)) = self.roots.root_for(pid, mnt_ns, None) else {
             return Vec::new();
         };
-        let mut files = Vec::new();
-        let mut pending: Vec<(String, u32)> = dirs.iter().map(|d| (d.clone(), 0)).collect();
-        while let Some((dir, depth)) = pending.pop() {
-            let Ok(names) = rootfs::list_dir_in_root(&root, &dir, SEED_MAX_FILES) else {
-                continue;
-            };
-            for name in names {
-                let path = format!("{}/{name}", dir.trim_end_matches('/'));
-                match rootfs::open_in_root(&root, &path) {
-                    Ok((file, identity)) => files.push((path, file, identity)),
-                    Err(ReadError::NotRegular) if depth < SEED_MAX_DEPTH => {
-                        pending.push((path, depth + 1))
-                    }
-                    Err(_) => {}
-                }
-                if files.len() >= SEED_MAX_FILES {
-                    pending.clear();
-                    break;
-                }
-            }
-        }
+        let dirs = dirs.to_vec();
+        let skip: HashSet<(u64, u64)> = self.known.keys().copied().collect();
+        let cap = self.max_file_bytes;
+        let found = self
+            .reads
+            .run(key_for(mnt_ns, pid), move || {
+                Ok(read_trees(&root, dirs, &skip, cap))
+            })
+            .unwrap_or_default();
         let mut known = Vec::new();
-        for (path, file, identity) in files {
+        for (path, identity, bytes) in found {
             let key = (identity.ino, identity.dev);
             if self.known.contains_key(&key) || known.contains(&key) {
                 continue;
             }
-            let Ok(bytes) = rootfs::read_capped(file, &identity, self.max_file_bytes) else {
-                continue;
-            };
             let content = self.classify(&bytes, &path, None, now);
             if matches!(content, Content::Credentials(_)) && self.known.len() < MAX_KNOWN_FILES {
                 let content = Arc::new(content);
-                if self.cache.len() >= MAX_CACHED {
-                    self.cache.clear();
-                }
-                self.cache.insert(identity, Arc::clone(&content));
+                self.cache_insert(identity, Arc::clone(&content));
                 self.known.insert(key, content);
                 known.push(key);
             }
@@ -297,7 +334,10 @@ impl Inspector {
         cap: u64,
     ) -> Result<Vec<u8>, ReadError> {
         let (root, _) = self.roots.root_for(pid, mnt_ns, None)?;
-        rootfs::read_in_root(&root, path, cap).map(|c| c.bytes)
+        let path = path.to_string();
+        self.reads.run(key_for(mnt_ns, pid), move || {
+            rootfs::read_in_root(&root, &path, cap).map(|c| c.bytes)
+        })
     }
 
     /// A process exited: its root handle goes.
@@ -309,7 +349,12 @@ impl Inspector {
     /// another process). Values stay inside this function's classification.
     pub fn inspect_environ(&self, pid: u32, now: SystemTime) -> Inspection {
         let path = format!("/proc/{pid}/environ");
-        let bytes = match std::fs::read(&path) {
+        // Reading another process's environment waits for its memory map lock, which that
+        // process can hold: a reader thread, with the timeout, keyed by that process.
+        let read = self.reads.run(key_for(0, pid), move || {
+            std::fs::read(&path).map_err(|_| ReadError::NotFound)
+        });
+        let bytes = match read {
             Ok(b) if b.len() as u64 <= self.max_file_bytes => b,
             Ok(b) => {
                 return failed(
@@ -320,7 +365,7 @@ impl Inspector {
                     None,
                 );
             }
-            Err(_) => return failed(ReadError::NotFound, None),
+            Err(e) => return failed(e, None),
         };
         let text = String::from_utf8_lossy(&bytes);
         let vars = text
@@ -345,7 +390,8 @@ impl Inspector {
     /// `svid.pem` from a SPIFFE helper).
     fn lifetime_from_sibling_certificate(
         &self,
-        root: &std::os::fd::OwnedFd,
+        key: u64,
+        root: OwnedFd,
         path: &str,
         creds: &mut [Credential],
         now: SystemTime,
@@ -354,48 +400,21 @@ impl Inspector {
         if creds.iter().any(is_cert) || !creds.iter().any(|c| c.kind == Kind::X509PrivateKey) {
             return;
         }
-        let Some(cert) = self.sibling_certificate(root, path, now) else {
+        let (classifier, path, cap) = (
+            self.classifier.clone(),
+            path.to_string(),
+            self.max_file_bytes,
+        );
+        let found = self.reads.run(key, move || {
+            Ok(sibling_certificate(&root, &path, &classifier, cap, now))
+        });
+        let Ok(Some(cert)) = found else {
             return;
         };
         for c in creds.iter_mut().filter(|c| c.kind == Kind::X509PrivateKey) {
             c.lifetime = cert.lifetime;
             c.expires_at = cert.expires_at;
         }
-    }
-
-    /// The first certificate found in the files beside `path` (bounded: a few dozen names,
-    /// each read under the cap).
-    fn sibling_certificate(
-        &self,
-        root: &std::os::fd::OwnedFd,
-        path: &str,
-        now: SystemTime,
-    ) -> Option<Credential> {
-        const MAX_SIBLINGS: usize = 32;
-        let (dir, own) = path.rsplit_once('/')?;
-        let dir = if dir.is_empty() { "/" } else { dir };
-        let mut names = rootfs::list_dir_in_root(root, dir, MAX_SIBLINGS).ok()?;
-        names.sort();
-        names
-            .iter()
-            .filter(|n| n.as_str() != own && !n.starts_with(".."))
-            .filter(|n| {
-                [".crt", ".pem", ".cer", ".cert"]
-                    .iter()
-                    .any(|ext| n.ends_with(ext))
-            })
-            .find_map(|name| {
-                let sibling = format!("{}/{name}", dir.trim_end_matches('/'));
-                let (file, identity) = rootfs::open_in_root(root, &sibling).ok()?;
-                let bytes = rootfs::read_capped(file, &identity, self.max_file_bytes).ok()?;
-                let creds = self
-                    .classifier
-                    .classify_file(&bytes, &sibling, None, now)
-                    .ok()?;
-                creds
-                    .into_iter()
-                    .find(|c| matches!(c.kind, Kind::X509Certificate | Kind::SpiffeSvid))
-            })
     }
 
     fn classify(
@@ -407,6 +426,125 @@ impl Inspector {
     ) -> Content {
         classify_bytes(&self.classifier, bytes, path, env_hint, now)
     }
+}
+
+/// How a reader thread reaches a file.
+enum OpenPlan {
+    /// Through the opener's descriptor, which must hold this identity.
+    Descriptor {
+        pid: u32,
+        fd: i32,
+        ino: u64,
+        dev: u64,
+    },
+    /// By path inside a root.
+    InRoot { root: OwnedFd, path: String },
+}
+
+/// What a reader thread got from an opened file.
+enum Read {
+    Bytes(Vec<u8>),
+    /// Not read: its identity was cached (the file is handed back in case it no longer is).
+    Cached(std::fs::File),
+}
+
+impl OpenPlan {
+    /// Opens the file and reads it unless `cached` holds its identity. The outer error is the
+    /// open's; the inner one the read's, once the identity is known.
+    fn open_and_read(
+        self,
+        cap: u64,
+        cached: &Mutex<HashSet<FileIdentity>>,
+    ) -> Result<(FileIdentity, Result<Read, ReadError>), ReadError> {
+        let (file, identity) = match self {
+            OpenPlan::Descriptor { pid, fd, ino, dev } => {
+                rootfs::open_descriptor(pid, fd, ino, dev)?
+            }
+            OpenPlan::InRoot { root, path } => rootfs::open_in_root(&root, &path)?,
+        };
+        let is_cached = cached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&identity);
+        if is_cached {
+            return Ok((identity, Ok(Read::Cached(file))));
+        }
+        let read = rootfs::read_capped(file, &identity, cap).map(Read::Bytes);
+        Ok((identity, read))
+    }
+}
+
+/// Walks directories of watched trees inside `root` (bounded: [`SEED_MAX_FILES`] files,
+/// [`SEED_MAX_DEPTH`] levels) and reads the regular files found, except those in `skip`
+/// (inode, device). Runs on a reader thread.
+fn read_trees(
+    root: &OwnedFd,
+    dirs: Vec<String>,
+    skip: &HashSet<(u64, u64)>,
+    cap: u64,
+) -> Vec<(String, FileIdentity, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending: Vec<(String, u32)> = dirs.into_iter().map(|d| (d, 0)).collect();
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(names) = rootfs::list_dir_in_root(root, &dir, SEED_MAX_FILES) else {
+            continue;
+        };
+        for name in names {
+            let path = format!("{}/{name}", dir.trim_end_matches('/'));
+            match rootfs::open_in_root(root, &path) {
+                Ok((file, identity)) => files.push((path, file, identity)),
+                Err(ReadError::NotRegular) if depth < SEED_MAX_DEPTH => {
+                    pending.push((path, depth + 1))
+                }
+                Err(_) => {}
+            }
+            if files.len() >= SEED_MAX_FILES {
+                pending.clear();
+                break;
+            }
+        }
+    }
+    files
+        .into_iter()
+        .filter(|(_, _, identity)| !skip.contains(&(identity.ino, identity.dev)))
+        .filter_map(|(path, file, identity)| {
+            let bytes = rootfs::read_capped(file, &identity, cap).ok()?;
+            Some((path, identity, bytes))
+        })
+        .collect()
+}
+
+/// The first certificate found in the files beside `path` (bounded: a few dozen names, each
+/// read under the cap). Runs on a reader thread.
+fn sibling_certificate(
+    root: &OwnedFd,
+    path: &str,
+    classifier: &Classifier,
+    cap: u64,
+    now: SystemTime,
+) -> Option<Credential> {
+    const MAX_SIBLINGS: usize = 32;
+    let (dir, own) = path.rsplit_once('/')?;
+    let dir = if dir.is_empty() { "/" } else { dir };
+    let mut names = rootfs::list_dir_in_root(root, dir, MAX_SIBLINGS).ok()?;
+    names.sort();
+    names
+        .iter()
+        .filter(|n| n.as_str() != own && !n.starts_with(".."))
+        .filter(|n| {
+            [".crt", ".pem", ".cer", ".cert"]
+                .iter()
+                .any(|ext| n.ends_with(ext))
+        })
+        .find_map(|name| {
+            let sibling = format!("{}/{name}", dir.trim_end_matches('/'));
+            let (file, identity) = rootfs::open_in_root(root, &sibling).ok()?;
+            let bytes = rootfs::read_capped(file, &identity, cap).ok()?;
+            let creds = classifier.classify_file(&bytes, &sibling, None, now).ok()?;
+            creds
+                .into_iter()
+                .find(|c| matches!(c.kind, Kind::X509Certificate | Kind::SpiffeSvid))
+        })
 }
 
 /// Classifies file content; shared with `keytrail classify`.

@@ -21,6 +21,7 @@ pub mod elf;
 pub mod env;
 pub mod env_paths;
 pub mod events;
+pub mod file_reads;
 pub mod files;
 pub mod fingerprint_key;
 pub mod homes;

@@ -47,11 +47,15 @@ pub enum ReadError {
     Changed,
     #[error("{0}")]
     Io(String),
+    #[error("the read did not finish in time (a stalled filesystem?)")]
+    TimedOut,
+    #[error("skipped: an earlier read of the same workload's files has not finished")]
+    Stalled,
 }
 
 impl ReadError {
     /// Every reason, in the order of [`ReadError::index`]; the names of its counters.
-    pub const REASONS: [&'static str; 8] = [
+    pub const REASONS: [&'static str; 10] = [
         "no_root",
         "namespace_gone",
         "not_found",
@@ -60,6 +64,8 @@ impl ReadError {
         "too_large",
         "changed",
         "io",
+        "timed_out",
+        "stalled",
     ];
 
     /// The position of this reason in [`ReadError::REASONS`].
@@ -73,6 +79,8 @@ impl ReadError {
             ReadError::TooLarge { .. } => 5,
             ReadError::Changed => 6,
             ReadError::Io(_) => 7,
+            ReadError::TimedOut => 8,
+            ReadError::Stalled => 9,
         }
     }
 }
