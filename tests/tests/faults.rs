@@ -1,8 +1,164 @@
 //! Faults of a real node: the agent leaves the node as it found it.
 
-use std::process::Command;
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdin, Command, Stdio},
+};
 
-use keytrail_tests::keytrail_bin;
+use keytrail_tests::{ALNUM, Agent, CgroupGuard, Workload, keytrail_bin, random, retry_until};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_kt-workload");
+const STALLFS: &str = env!("CARGO_BIN_EXE_kt-stallfs");
+
+/// `kt-stallfs` mounted on a fresh directory; unmounted and stopped on drop.
+struct StalledMount {
+    dir: tempfile::TempDir,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl StalledMount {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("kt-stallfs-")
+            .tempdir()
+            .unwrap();
+        let mut child = Command::new(STALLFS)
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting kt-stallfs");
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "mounted", "kt-stallfs did not mount");
+        Self { dir, child, stdin }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    /// Lets the stalled reads finish.
+    fn release(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "release").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for StalledMount {
+    fn drop(&mut self) {
+        drop(self.stdin.take()); // end of stdin: release, unmount, exit
+        let _ = self.child.wait();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A workload's file on a filesystem whose reads never return (a FUSE or NFS mount gone
+/// quiet) costs the agent one timeout: the read is reported as timed out, another workload's
+/// credential read meanwhile is classified, later reads in the stalled workload's mount
+/// namespace are skipped at once (and say so) until the stuck read returns, and then reads
+/// work again. Before reads moved to reader threads, the first stalled read stopped all
+/// processing for good.
+#[test]
+fn a_stalled_filesystem_costs_one_timeout_and_no_other_workload_its_records() {
+    let mut agent = Agent::start(None);
+    let mut mount = StalledMount::new();
+    let stalled_cgroup = CgroupGuard::new("stalled");
+    let mut stalled = Workload::spawn(WORKLOAD.as_ref(), &stalled_cgroup);
+    stalled.run("unshare-mount");
+    let quiet_cgroup = CgroupGuard::new("quiet");
+    let mut quiet = Workload::spawn(WORKLOAD.as_ref(), &quiet_cgroup);
+    quiet.run("unshare-mount");
+    quiet.run("tmpfs /run");
+    let token = format!("ghp_{}", random(ALNUM, 36));
+    quiet.run(&format!("write-text /run/secrets/app/token {token}"));
+
+    let first = mount.path("stall-1.pem");
+    assert!(
+        stalled
+            .run(&format!("open-nonblock {first}"))
+            .parse::<i64>()
+            .unwrap()
+            >= 0
+    );
+    assert!(
+        quiet
+            .run("open /run/secrets/app/token")
+            .parse::<i64>()
+            .unwrap()
+            >= 0
+    );
+
+    let (stalled_pid, quiet_pid) = (stalled.pid(), quiet.pid());
+    let e = agent.wait_for("the quiet workload's credential", |e| {
+        e["process.pid"] == quiet_pid
+            && e["file.path"] == "/run/secrets/app/token"
+            && e["keytrail.file.open.access"] == "read"
+    });
+    assert_eq!(e["keytrail.credential.kind"], "github_token", "{e}");
+    let e = agent.wait_for("the stalled read", |e| {
+        e["process.pid"] == stalled_pid && e["file.path"] == first.as_str()
+    });
+    assert_eq!(
+        e["keytrail.credential.unreadable"],
+        "the read did not finish in time (a stalled filesystem?)",
+        "{e}"
+    );
+
+    // Same mount namespace, stuck read outstanding: skipped at once.
+    let second = mount.path("stall-2.pem");
+    assert!(
+        stalled
+            .run(&format!("open-nonblock {second}"))
+            .parse::<i64>()
+            .unwrap()
+            >= 0
+    );
+    let e = agent.wait_for("the skipped read", |e| {
+        e["process.pid"] == stalled_pid && e["file.path"] == second.as_str()
+    });
+    assert_eq!(
+        e["keytrail.credential.unreadable"],
+        "skipped: an earlier read of the same workload's files has not finished",
+        "{e}"
+    );
+
+    // The filesystem answers again: so does the agent.
+    mount.release();
+    let mut n = 0;
+    retry_until("a read after the release", || {
+        n += 1;
+        let later = mount.path(&format!("later-{n}.pem"));
+        stalled.run(&format!("open-nonblock {later}"));
+        let e = agent.wait_for("the read after the release", |e| {
+            e["process.pid"] == stalled_pid && e["file.path"] == later.as_str()
+        });
+        e.get("keytrail.credential.unreadable")
+            .is_none()
+            .then_some(())
+    });
+
+    let run = agent.stop();
+    let stats = run
+        .events
+        .iter()
+        .rfind(|e| e["event.name"] == "keytrail.agent.stats")
+        .unwrap();
+    assert_eq!(stats["keytrail.files.unreadable.timed_out"], 1, "{stats}");
+    assert!(
+        stats["keytrail.files.unreadable.stalled"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+}
 
 /// On a node without tracefs the agent mounts it to attach its tracepoints; at SIGTERM it
 /// unmounts it again. Run in a private mount namespace where tracefs (and debugfs, which
