@@ -191,6 +191,7 @@ async fn attach_startup_libraries(
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let config = &opts.config;
     probes::check_privileges()?;
+    raise_fd_limit();
     let _tracefs = probes::ensure_tracefs()?;
     let rules = WatchRules::compile(&config.watch.paths).map_err(AgentError::Rules)?;
     let cgroup_filter = CgroupFilter::new(&config.cgroups.include, &config.cgroups.exclude)
@@ -427,6 +428,39 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// Root handles of workloads, libraries being read and sockets are descriptors, and a busy node
+/// has thousands of workloads: the soft limit on open files (often 1024) is raised to the hard
+/// one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            tracing::info!(
+                from = lim.rlim_cur,
+                to = lim.rlim_max,
+                "open file limit raised"
+            );
+        } else {
+            tracing::warn!(
+                limit = lim.rlim_cur,
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the open file limit"
+            );
+        }
+    }
 }
 
 /// `keytrail bench-floor`: attaches the empty floor programs of one family, prints a stats line when ready

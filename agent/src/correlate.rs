@@ -14,7 +14,7 @@
 //! `correlate.max_edges` (counted), per-process entries leave at exit.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     num::NonZeroUsize,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime},
@@ -177,7 +177,9 @@ pub struct Correlator {
     config: CorrelateConfig,
     edges: LruCache<EdgeKey, Edge>,
     credentials: LruCache<String, CredentialInfo>,
-    by_process: HashMap<i64, Vec<Held>>,
+    /// Least recently active processes go first when full: a workload starting processes
+    /// in bulk pushes out its own and the oldest, never the whole table.
+    by_process: lru::LruCache<i64, Vec<Held>>,
     by_workload: LruCache<String, Vec<Held>>,
     /// `kind/id` -> fingerprint of credentials whose public id names them alone (AWS key ids).
     by_id: LruCache<String, String>,
@@ -192,7 +194,9 @@ impl Correlator {
             config: config.clone(),
             edges: LruCache::new(cap),
             credentials: LruCache::new(cap),
-            by_process: HashMap::new(),
+            by_process: lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_HOLDERS).expect("a nonzero bound"),
+            ),
             by_workload: LruCache::new(NonZeroUsize::new(MAX_HOLDERS).unwrap_or(NonZeroUsize::MIN)),
             by_id: LruCache::new(cap),
             pending: HashSet::new(),
@@ -316,10 +320,10 @@ impl Correlator {
                 pid,
                 time: r.time,
             };
-            remember(self.by_process.entry(pid).or_default(), held.clone());
-            if self.by_process.len() > MAX_HOLDERS {
-                self.by_process.clear();
-            }
+            remember(
+                self.by_process.get_or_insert_mut(pid, Vec::new),
+                held.clone(),
+            );
             if !workload.starts_with("process/") {
                 if !self.by_workload.contains(&workload) {
                     self.by_workload.put(workload.clone(), Vec::new());
@@ -419,7 +423,7 @@ impl Correlator {
 
     /// A process exited: what it held is no longer evidence for its own connections.
     pub fn on_exit(&mut self, pid: u32) {
-        self.by_process.remove(&i64::from(pid));
+        self.by_process.pop(&i64::from(pid));
     }
 
     /// `n` more sightings of an edge; returns its record when one is due now.

@@ -10,7 +10,6 @@
 //! name its socket without reading OpenSSL's internals).
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::atomic::{AtomicU64, Ordering},
     time::SystemTime,
@@ -126,7 +125,7 @@ pub struct NetAccess {
     cgroups: CgroupFilter,
     conns: lru::LruCache<u64, Conn>,
     /// pid_tgid -> cookie and time (CLOCK_BOOTTIME ns) of the thread's latest connect seen.
-    last_by_thread: HashMap<u64, (u64, u64)>,
+    last_by_thread: lru::LruCache<u64, (u64, u64)>,
     /// Process and destination -> cookie of the connection whose name the kernel folds
     /// repeats of: a TLS write on a folded repeat belongs to it.
     named: lru::LruCache<ConnFoldKey, u64>,
@@ -140,7 +139,9 @@ impl NetAccess {
             conns: lru::LruCache::new(
                 std::num::NonZeroUsize::new(MAX_CONNECTIONS).expect("a nonzero bound"),
             ),
-            last_by_thread: HashMap::new(),
+            last_by_thread: lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_THREADS).expect("a nonzero bound"),
+            ),
             named: lru::LruCache::new(
                 std::num::NonZeroUsize::new(MAX_CONNECTIONS).expect("a nonzero bound"),
             ),
@@ -160,11 +161,8 @@ impl NetAccess {
         if self.conns.len() >= MAX_CONNECTIONS {
             counters.evicted.fetch_add(1, Ordering::Relaxed);
         }
-        if self.last_by_thread.len() >= MAX_THREADS {
-            self.last_by_thread.clear();
-        }
         let h = &ev.header;
-        self.last_by_thread.insert(
+        self.last_by_thread.put(
             ((h.pid as u64) << 32) | h.tid as u64,
             (ev.cookie, h.time_ns),
         );

@@ -321,3 +321,28 @@ fn an_aws_key_id_on_the_wire_is_the_key_read_from_a_file() {
     c.on_access(&mut other, &counters);
     assert_eq!(get(&other, "keytrail.credential.fingerprint"), &s(FP2));
 }
+
+#[test]
+fn a_flood_of_holding_processes_pushes_out_the_oldest_not_every_holder() {
+    let counters = CorrelateCounters::default();
+    let mut c = Correlator::new(&config(100));
+    // A process that holds a credential, then more holding processes than the table keeps.
+    c.on_access(&mut access(0, 10, "process/victim", FP, "file"), &counters);
+    let flood = super::MAX_HOLDERS as u32 + 10;
+    for pid in 100..100 + flood {
+        c.on_access(&mut access(0, pid, "process/flood", FP, "file"), &counters);
+    }
+    // The oldest (the first process) is gone; the recent ones, but for the very last few,
+    // are still known (clearing the whole table when full kept only those few).
+    let gone = c.on_connection(
+        &connection(1, 10, "process/victim", "established"),
+        &counters,
+    );
+    assert!(gone.is_empty());
+    let recent = 100 + flood - 100;
+    let uses = c.on_connection(
+        &connection(1, recent, "process/flood", "established"),
+        &counters,
+    );
+    assert_eq!(uses.len(), 1, "a recent holder was forgotten");
+}
