@@ -17,6 +17,7 @@ const IDENTITY_KEYS: &[&str] = &[
     "keytrail.k8s.qos_class",
     "keytrail.systemd.unit",
     "keytrail.user_session",
+    "keytrail.workload.claimed_inside",
 ];
 
 fn hex(len: usize) -> String {
@@ -224,7 +225,38 @@ fn rootless_podman_under_the_user_manager() {
         &format!("user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope"),
         "container",
         &format!("podman/{}", &id[..12]),
-        &[("container.id", &id), ("container.runtime", "podman")],
+        &[
+            ("container.id", &id),
+            ("container.runtime", "podman"),
+            ("keytrail.workload.claimed_inside", "user-1000.slice"),
+        ],
+    );
+}
+
+/// A container with a delegated cgroup subtree creates cgroups named after another pod and
+/// its container and runs a process there: the records name the pod the path claims, and say
+/// which workload claimed it (the outer pod), so the claim cannot pass for the real pod.
+#[test]
+fn a_pod_claimed_inside_another_pods_container_says_so() {
+    let (outer, outer_) = pod_uid();
+    let (victim, victim_) = pod_uid();
+    let (outer_id, victim_id) = (hex(64), hex(64));
+    env_case(
+        "wl-claimed",
+        &format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{outer_}.slice/\
+             cri-containerd-{outer_id}.scope/kubepods-burstable-pod{victim_}.slice/\
+             cri-containerd-{victim_id}.scope"
+        ),
+        "pod",
+        &format!("pod/{victim}"),
+        &[
+            ("container.id", &victim_id),
+            ("container.runtime", "containerd"),
+            ("k8s.pod.uid", &victim),
+            ("keytrail.k8s.qos_class", "burstable"),
+            ("keytrail.workload.claimed_inside", &format!("pod/{outer}")),
+        ],
     );
 }
 

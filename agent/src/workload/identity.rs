@@ -11,7 +11,13 @@
 //! found at its level and below, so what lies above a boundary (the `containerd.service` that
 //! holds a kind node's pods, the Docker container a kind node runs in) never leaks into the
 //! identity of what runs inside it.
-
+//!
+//! A pod or container found inside another container's cgroup, or inside a user's slice, was
+//! named by whoever controls that cgroup: a kind node's kubelet, a user's rootless Podman, or a
+//! workload with a delegated subtree pretending to be another pod. The path cannot tell them
+//! apart, so such an identity is reported as claimed inside the outer one
+//! (`keytrail.workload.claimed_inside`: that container's workload name, or `user-<uid>.slice`);
+//! what the node's runtime or systemd named at the top is never claimed.
 /// Container runtime, as in OpenTelemetry's `container.runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -136,6 +142,10 @@ pub const USER_SESSION: Attr = Attr {
     key: "keytrail.user_session",
     target_key: "keytrail.target.user_session",
 };
+pub const CLAIMED_INSIDE: Attr = Attr {
+    key: "keytrail.workload.claimed_inside",
+    target_key: "keytrail.target.workload.claimed_inside",
+};
 
 /// Everything a cgroup path tells about its processes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -146,6 +156,9 @@ pub struct CgroupIdentity {
     /// `session-3.scope`, a unit of a container that runs systemd).
     pub unit: Option<String>,
     pub session: Option<Session>,
+    /// The outermost container (its workload name) or user slice below which this pod or
+    /// container was named: an identity claimed by what controls that cgroup, unconfirmed.
+    pub claimed_inside: Option<String>,
     /// Kind and name of the workload, when the path names one (else it is the process).
     workload: Option<(Kind, String)>,
 }
@@ -170,6 +183,7 @@ impl CgroupIdentity {
             self.session
                 .as_ref()
                 .map(|s| (USER_SESSION, s.name.as_str())),
+            self.claimed_inside.as_deref().map(|c| (CLAIMED_INSIDE, c)),
         ]
         .into_iter()
         .flatten()
@@ -208,6 +222,7 @@ pub fn parse(path: &str) -> CgroupIdentity {
         // kind/k3s with a cgroupfs containerd under a systemd kubelet: one component
         // `<pod slice>:<prefix>:<id>`.
         if let Some((slice, container)) = colon_form(comp) {
+            note_claim(&mut id, user_uid);
             id.pod = match systemd_slice(slice) {
                 Part::Pod(pod) => Some(pod),
                 _ => None,
@@ -220,6 +235,12 @@ pub fn parse(path: &str) -> CgroupIdentity {
             continue;
         }
         let part = classify(comp, &prev);
+        if matches!(
+            part,
+            Part::KubeRoot | Part::Qos(_) | Part::Pod(_) | Part::Container(_)
+        ) {
+            note_claim(&mut id, user_uid);
+        }
         match &part {
             Part::KubeRoot | Part::Qos(_) => {
                 id.pod = None;
@@ -263,8 +284,25 @@ pub fn parse(path: &str) -> CgroupIdentity {
         }
         prev = part;
     }
+    // A claim qualifies the pod or container named; with none named there is nothing to claim.
+    if id.pod.is_none() && id.container.is_none() {
+        id.claimed_inside = None;
+    }
     id.workload = workload_name(&id);
     id
+}
+
+/// A pod or container boundary met below a container, or below a user's slice: the first such
+/// outer workload is what claims every identity found further down.
+fn note_claim(id: &mut CgroupIdentity, user_uid: Option<u32>) {
+    if id.claimed_inside.is_some() {
+        return;
+    }
+    if id.container.is_some() {
+        id.claimed_inside = workload_name(id).map(|(_, name)| name);
+    } else if let Some(uid) = user_uid {
+        id.claimed_inside = Some(format!("user-{uid}.slice"));
+    }
 }
 
 fn workload_name(id: &CgroupIdentity) -> Option<(Kind, String)> {

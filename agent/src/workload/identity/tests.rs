@@ -5,6 +5,13 @@ const ID2: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abc
 const UID: &str = "5759a1ae-36ca-48a8-b20a-b0b5c8a90fb8";
 const UID_: &str = "5759a1ae_36ca_48a8_b20a_b0b5c8a90fb8";
 
+/// `expected` with the claim of `outer` added before the kind and name.
+fn claimed(mut expected: Vec<String>, outer: &str) -> Vec<String> {
+    let at = expected.len() - 1;
+    expected.insert(at, format!("keytrail.workload.claimed_inside={outer}"));
+    expected
+}
+
 /// The attributes of a path, as `key=value` strings, plus kind and name.
 fn attrs(path: &str) -> Vec<String> {
     let id = parse(path);
@@ -75,11 +82,6 @@ fn nested_and_prefixed_kubernetes_trees_match_by_component() {
             "/system.slice/containerd.service/kubepods.slice/kubepods-besteffort.slice/\
              kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
         ),
-        // kind: kubelet --cgroup-root=/kubelet, inside the node's Docker container.
-        format!(
-            "/docker/{ID2}/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/\
-             kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
-        ),
         // runc's "slice:prefix:id" left as a directory name (cgroupfs containerd).
         format!(
             "/system.slice/containerd.service/kubepods-besteffort-pod{UID_}.slice:cri-containerd:{ID}"
@@ -92,6 +94,16 @@ fn nested_and_prefixed_kubernetes_trees_match_by_component() {
     ] {
         assert_eq!(attrs(&path), want, "{path}");
     }
+    // kind: kubelet --cgroup-root=/kubelet, inside the node's Docker container: named inside
+    // that container, so claimed by it.
+    let path = format!(
+        "/docker/{ID2}/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/\
+         kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
+    );
+    assert_eq!(
+        attrs(&path),
+        claimed(want.clone(), &format!("docker/{}", &ID2[..12]))
+    );
     // Sub-cgroups of a container belong to it.
     let path = format!("/kubepods/besteffort/pod{UID}/{ID}/sub/deeper");
     assert_eq!(attrs(&path)[0], format!("container.id={ID}"));
@@ -154,10 +166,10 @@ fn docker_both_drivers() {
         container("docker", None)
     );
     assert_eq!(attrs(&format!("/docker/{ID}")), container("docker", None));
-    // Docker in Docker: the innermost container.
+    // Docker in Docker: the innermost container, claimed inside the outer one.
     assert_eq!(
         attrs(&format!("/docker/{ID2}/docker/{ID}")),
-        container("docker", None)
+        claimed(container("docker", None), &format!("docker/{}", &ID2[..12]))
     );
     // dockershim under the kubelet.
     assert_eq!(
@@ -184,11 +196,17 @@ fn podman_rootful_rootless_and_conmon() {
     for path in [
         format!("/machine.slice/libpod-{ID}.scope"),
         format!("/machine.slice/libpod-{ID}.scope/container"),
-        format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"),
         format!("/libpod_parent/libpod-{ID}"),
     ] {
         assert_eq!(attrs(&path), want, "{path}");
     }
+    // Rootless: named by the user's own Podman, claimed inside the user's slice.
+    assert_eq!(
+        attrs(&format!(
+            "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
+        )),
+        claimed(want.clone(), "user-1000.slice")
+    );
     assert_eq!(
         attrs(&format!("/machine.slice/libpod-conmon-{ID}.scope")),
         [
@@ -424,4 +442,37 @@ fn thousands_of_odd_paths_never_panic_and_keep_the_invariants() {
     }
     // The generator reaches the interesting cases too.
     assert!(named > 100, "only {named} named");
+}
+
+#[test]
+fn a_pod_named_inside_another_workload_is_claimed_by_it() {
+    let outer_uid_ = "11111111_2222_3333_4444_555555555555";
+    let outer = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{outer_uid_}.slice/\
+         cri-containerd-{ID2}.scope"
+    );
+    let victim = format!("kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope");
+    // A container with a delegated cgroup subtree names a cgroup after another pod.
+    let id = parse(&format!("{outer}/{victim}"));
+    assert_eq!(id.pod.as_ref().unwrap().uid, UID);
+    assert_eq!(
+        id.claimed_inside.as_deref(),
+        Some("pod/11111111-2222-3333-4444-555555555555")
+    );
+    // The same below a user's slice (user@.service delegates to its user).
+    let id = parse(&format!(
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/kubepods.slice/{victim}"
+    ));
+    assert_eq!(id.claimed_inside.as_deref(), Some("user-1000.slice"));
+    // What the node's runtime named at the top is never claimed; nor is a unit inside a
+    // container (systemd in a container), which names no pod or container.
+    for path in [
+        outer.clone(),
+        format!("/kt-test-x/{victim}"),
+        format!("/system.slice/containerd.service/{victim}"),
+        format!("/system.slice/docker-{ID}.scope/nginx.service"),
+        "/user.slice/user-1000.slice/session-3.scope".to_string(),
+    ] {
+        assert_eq!(parse(&path).claimed_inside, None, "{path}");
+    }
 }
