@@ -191,6 +191,10 @@ async fn attach_startup_libraries(
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let config = &opts.config;
     probes::check_privileges()?;
+    // The agent holds secrets in memory while it classifies them: no core dump may carry
+    // them, and no process of the same user may attach to it.
+    // SAFETY: plain prctl on this process.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     raise_fd_limit();
     let _tracefs = probes::ensure_tracefs()?;
     let rules = WatchRules::compile(&config.watch.paths).map_err(AgentError::Rules)?;
@@ -271,7 +275,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             node_name: std::env::var(&config.kubernetes.node_name_env).ok(),
         };
         let sink = OtlpSink::new(otlp, resource, Arc::clone(&counters.otlp))?;
-        tracing::info!(endpoint = %otlp.endpoint, protocol = ?otlp.protocol, "exporting over OTLP");
+        tracing::info!(
+            endpoint = %crate::sink::otlp::endpoint_for_logs(&otlp.endpoint),
+            protocol = ?otlp.protocol,
+            "exporting over OTLP"
+        );
         Some(tokio::spawn(sink.run(fanout.add("otlp", otlp.queue))))
     };
     let mut reader = tokio::spawn(events::read_rings(

@@ -149,6 +149,21 @@ impl Latency {
     }
 }
 
+/// The endpoint as it may be logged: without the user name and password a URL can carry
+/// (`https://user:token@collector:4318`), which are credentials of their own.
+pub fn endpoint_for_logs(endpoint: &str) -> String {
+    match reqwest::Url::parse(endpoint) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            format!("{url} (user info removed)")
+        }
+        Ok(_) => endpoint.to_string(),
+        // Not a URL: nothing can be said about which part is secret.
+        Err(_) => "(not a URL; not shown)".to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
     #[error("output.otlp.endpoint is empty (OTLP export is off)")]
@@ -1117,6 +1132,19 @@ impl Transport {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoints_are_logged_without_user_info() {
+        let shown = endpoint_for_logs("https://svc:s3cr3t-t0ken@collector.example:4318/");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(!shown.contains("svc"), "{shown}");
+        assert!(shown.contains("collector.example:4318"), "{shown}");
+        assert_eq!(
+            endpoint_for_logs("http://127.0.0.1:4317"),
+            "http://127.0.0.1:4317"
+        );
+        assert!(!endpoint_for_logs("s3cr3t@collector").contains("s3cr3t"));
+    }
+
     use std::sync::Mutex;
 
     use opentelemetry::logs::LoggerProvider as _;
