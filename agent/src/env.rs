@@ -65,6 +65,8 @@ pub struct ExecOutcome {
 struct PendingExec {
     exec_id: u64,
     vars: Vec<(String, String)>,
+    /// Variables whose value the kernel cut at its capture size: classified by the prefix.
+    truncated: Vec<String>,
     home: Option<String>,
 }
 
@@ -105,7 +107,7 @@ impl EnvAccess {
 
     /// Keeps an exec variable until its exec's outcome.
     pub fn on_exec_var(&mut self, ev: &EnvVar, counters: &EnvCounters) {
-        let Some((name, value)) = split_var(ev) else {
+        let Some((name, value, truncated)) = split_var(ev) else {
             counters.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -116,18 +118,26 @@ impl EnvAccess {
         let entry = self.pending.entry(pid).or_insert(PendingExec {
             exec_id: ev.exec_id,
             vars: Vec::new(),
+            truncated: Vec::new(),
             home: None,
         });
         // A new execve of the same process (the last one failed, or a retry along PATH).
         if entry.exec_id != ev.exec_id {
             entry.exec_id = ev.exec_id;
             entry.vars.clear();
+            entry.truncated.clear();
             entry.home = None;
         }
         // HOME is no credential: it names a home directory to watch.
         if ev.matched == env_match::NAME_HOME {
-            entry.home = Some(value);
+            // A cut home is no home the agent can watch.
+            if !truncated {
+                entry.home = Some(value);
+            }
         } else if entry.vars.len() < MAX_VARS {
+            if truncated {
+                entry.truncated.push(name.clone());
+            }
             entry.vars.push((name, value));
         }
     }
@@ -191,6 +201,10 @@ impl EnvAccess {
             let mut r = base.clone();
             let age = first_seen.age(&c.fingerprint, now);
             set_credential(&mut r, c, Some(age));
+            if env_var(c).is_some_and(|n| pending.truncated.iter().any(|t| t == n)) {
+                // Classified and fingerprinted by the part the kernel captured.
+                r.set("keytrail.credential.value_truncated", true);
+            }
             out.records.push(r);
         }
         if !creds.is_empty() {
@@ -336,24 +350,26 @@ fn find<'a>(creds: &'a [Credential], name: &str) -> Option<&'a Credential> {
         })
 }
 
-/// `NAME=value` of an exec variable, or None when malformed.
-fn split_var(ev: &EnvVar) -> Option<(String, String)> {
+/// `NAME=value` of an exec variable and whether the kernel cut the value, or None when
+/// malformed. A cut value is kept as far as it goes: its start is enough to classify it.
+fn split_var(ev: &EnvVar) -> Option<(String, String, bool)> {
     if ev.source != EnvSource::Exec as u32 {
         return None;
     }
     let len = (ev.len as usize).min(ev.data.len());
-    let name_len = ev.name_len as usize;
+    let name_len = if ev.matched & env_match::LONG_NAME != 0 {
+        // Longer than the kernel scanned: it ends at the first '='.
+        ev.data[..len].iter().position(|&b| b == b'=')?
+    } else {
+        ev.name_len as usize
+    };
     if name_len == 0 || name_len >= len || ev.data[name_len] != b'=' {
         return None;
     }
     let name = std::str::from_utf8(&ev.data[..name_len]).ok()?;
-    // A cut value cannot be fingerprinted faithfully; the name still says it was there.
-    let value = if ev.header.flags & event_flags::TRUNCATED != 0 {
-        String::new()
-    } else {
-        String::from_utf8_lossy(&ev.data[name_len + 1..len]).into_owned()
-    };
-    Some((name.to_string(), value))
+    let value = String::from_utf8_lossy(&ev.data[name_len + 1..len]).into_owned();
+    let truncated = ev.header.flags & event_flags::TRUNCATED != 0;
+    Some((name.to_string(), value, truncated))
 }
 
 /// The name passed to getenv, or None when malformed.
@@ -366,7 +382,7 @@ fn getenv_name(ev: &EnvVar) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keytrail_common::{ENV_CAP, EventHeader, EventKind};
+    use keytrail_common::{ENV_CAP, ENV_NAME_MAX, EventHeader, EventKind};
 
     fn var(source: EnvSource, data: &[u8], name_len: usize) -> Box<EnvVar> {
         let mut ev = Box::new(EnvVar {
@@ -395,7 +411,27 @@ mod tests {
     #[test]
     fn splits_well_formed_variables_only() {
         let ok = var(EnvSource::Exec, b"GITHUB_TOKEN=x=y", 12);
-        assert_eq!(split_var(&ok), Some(("GITHUB_TOKEN".into(), "x=y".into())));
+        assert_eq!(
+            split_var(&ok),
+            Some(("GITHUB_TOKEN".into(), "x=y".into(), false))
+        );
+        let long_name = format!("{}_API_TOKEN", "DEPLOY".repeat(12));
+        let mut long = var(
+            EnvSource::Exec,
+            format!("{long_name}=v=w").as_bytes(),
+            ENV_NAME_MAX,
+        );
+        long.matched = env_match::LONG_NAME | env_match::BY_WORDS;
+        assert_eq!(split_var(&long), Some((long_name, "v=w".into(), false)));
+        long.data[..long.len as usize].fill(b'A');
+        assert_eq!(split_var(&long), None, "no '=' at all");
+        let mut cut = var(EnvSource::Exec, b"GITHUB_TOKEN=ghp_abc", 12);
+        cut.header.flags |= event_flags::TRUNCATED;
+        assert_eq!(
+            split_var(&cut),
+            Some(("GITHUB_TOKEN".into(), "ghp_abc".into(), true)),
+            "a cut value is kept as far as it goes"
+        );
         for (data, name_len) in [
             (&b"GITHUB_TOKEN"[..], 12),
             (b"=value", 0),

@@ -406,6 +406,10 @@ pub mod env_match {
     pub const BY_WORDS: u32 = 1 << 5;
     pub const FILE_BY_WORDS: u32 = 1 << 6;
     pub const VALUE_PREFIX: u32 = 1 << 7;
+    /// Event `matched` bit: the name is longer than the kernel scans (`name_len` is then
+    /// `ENV_NAME_MAX`); it was sent for a secret-like word in its first bytes, and userspace
+    /// finds where it ends.
+    pub const LONG_NAME: u32 = 1 << 10;
 }
 
 /// FNV-1a offset basis: the hash of the empty word or name.

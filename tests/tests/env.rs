@@ -146,6 +146,51 @@ fn exec_environment_of_a_process_that_exits_at_once() {
     }
 }
 
+/// A variable whose name is longer than the kernel scans, and one whose value is longer than
+/// it captures, are both reported: the long name by the secret-like words of its start (the
+/// agent finds the rest), the long value classified by what was captured and marked
+/// `keytrail.credential.value_truncated`. Neither value appears in any output.
+#[test]
+fn long_names_and_long_values_are_reported() {
+    let mut agent = Agent::start(None);
+    let cgroup = CgroupGuard::new("env-long");
+    let long_name = "DEPLOYMENT_PIPELINE_TOKEN_FOR_THE_PAYMENTS_SERVICE_IN_THE_EU_WEST_1_REGION";
+    assert!(long_name.len() > 64);
+    let ghp = format!("ghp_{}", random(ALNUM, 36));
+    let long_value = random(ALNUM, 6000);
+    let secrets = [
+        (long_name, ghp.as_str()),
+        ("SERVICE_API_TOKEN", long_value.as_str()),
+    ];
+    let (pid, out) = run_in_cgroup(&cgroup, "/bin/true", &[], &with_plain(&secrets));
+    assert!(out.status.success());
+    let e = agent.wait_for("the variable with a long name", |e| {
+        e["keytrail.credential.source"] == "env"
+            && e["process.pid"] == pid
+            && e["keytrail.credential.env_var"] == long_name
+    });
+    assert_eq!(e["keytrail.credential.kind"], "github_token", "{e}");
+    assert!(e.get("keytrail.credential.value_truncated").is_none(), "{e}");
+    let e = agent.wait_for("the variable with a long value", |e| {
+        e["keytrail.credential.source"] == "env"
+            && e["process.pid"] == pid
+            && e["keytrail.credential.env_var"] == "SERVICE_API_TOKEN"
+    });
+    assert_eq!(e["keytrail.credential.value_truncated"], true, "{e}");
+    assert!(
+        e["keytrail.credential.fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("kt1:")),
+        "{e}"
+    );
+    let run = agent.stop();
+    let jsonl = agent_jsonl(&run);
+    for (what, text) in [("JSON lines", jsonl.as_str()), ("agent log", &run.stderr)] {
+        assert_no_leak(what, text, &ghp);
+        assert_no_leak(what, text, &long_value);
+    }
+}
+
 /// Everything the agent wrote to its JSON lines, as text.
 fn agent_jsonl(run: &keytrail_tests::AgentRun) -> String {
     run.events

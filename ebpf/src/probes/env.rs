@@ -215,6 +215,13 @@ fn match_exec_var(walk: &EnvWalk, ptr: *const u8) -> ProbeResult {
     let mut matched = scan_name(s, gates, b'=');
     let name_len = load(&s.name_len) as usize;
     if name_len >= ENV_NAME_MAX {
+        // Longer than the scan: judged by the words of its first bytes (a secret-like word
+        // and no excluding one); userspace finds its end and checks the whole name.
+        let words = load(&s.words) as u32;
+        if words & env_match::WORD_SECRET != 0 && words & env_match::WORD_EXCLUDE == 0 {
+            let matched = env_match::BY_WORDS | env_match::LONG_NAME;
+            return emit_exec_var(walk, ptr, matched, ENV_NAME_MAX as u32);
+        }
         return Ok(());
     }
     if load(&s.name_flags) as u32 & env_match::NAME_HOME != 0 {
