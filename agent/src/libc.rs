@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     elf::{self, ElfError},
+    file_reads::{FileReads, key_for},
     probe_point, probes, rootfs,
 };
 
@@ -32,8 +33,12 @@ use crate::{
 const MAPS_CHECKS_PER_NAMESPACE: u32 = 16;
 /// How long after exec the maps are read (the loader has mapped libc by then).
 pub const MAPS_CHECK_DELAY: Duration = Duration::from_millis(100);
-/// Distinct libc files attached at most.
+/// Distinct library files attached at most, on the node and per mount namespace (an image
+/// has one libc and a libssl or two): one workload cannot use up the node's share.
 const MAX_LIBRARIES: usize = 1024;
+const MAX_LIBRARIES_PER_NAMESPACE: usize = 8;
+/// How long opening a library in a workload's root, or reading a process's maps, may take.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long reading one library's symbols may take, once a reader has it, before the library
 /// is skipped.
@@ -226,16 +231,21 @@ impl LibcFile {
     }
 }
 
-#[derive(Debug, Default)]
 pub struct LibcFinder {
     /// The libraries looked for.
     wanted: Vec<Library>,
     /// (device, inode) of every libc already handed out.
     known: HashSet<(u64, u64)>,
+    /// Libraries handed out per mount namespace they were found in (0: the host's look).
+    per_namespace: HashMap<u64, usize>,
+    /// Libraries not handed out because a limit was reached.
+    refused: u64,
+    /// Opens in workloads' roots and reads of their maps (a workload can stall both).
+    reads: FileReads,
     /// Mount namespaces already looked at, with how many maps checks each has had.
     namespaces: HashMap<u64, u32>,
-    /// Processes whose maps are due for a look.
-    due: Vec<(Instant, u32)>,
+    /// Processes whose maps are due for a look, with their mount namespace.
+    due: Vec<(Instant, u32, u64)>,
 }
 
 /// Whether a file name is a C library that exports getenv.
@@ -284,8 +294,18 @@ impl LibcFinder {
     pub fn new(wanted: &[Library]) -> Self {
         Self {
             wanted: wanted.to_vec(),
-            ..Self::default()
+            known: HashSet::new(),
+            per_namespace: HashMap::new(),
+            refused: 0,
+            reads: FileReads::new(LOOK_TIMEOUT),
+            namespaces: HashMap::new(),
+            due: Vec::new(),
         }
+    }
+
+    /// Libraries not attached because the node's or a namespace's limit was reached.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// Whether it looks for anything.
@@ -305,18 +325,19 @@ impl LibcFinder {
         let mut out = Vec::new();
         for (library, path) in self.wanted_paths() {
             if let Ok(file) = File::open(&path) {
-                self.keep(&mut out, library, file, path);
+                self.keep(&mut out, 0, library, file, path);
             }
         }
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for e in entries.flatten() {
                 if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-                    if let Some(ns) = rootfs::mount_ns(pid) {
+                    let ns = rootfs::mount_ns(pid);
+                    if let Some(ns) = ns {
                         self.namespaces
                             .entry(ns)
                             .or_insert(MAPS_CHECKS_PER_NAMESPACE);
                     }
-                    self.read_maps(pid, &mut out);
+                    self.read_maps(pid, ns.unwrap_or(0), &mut out);
                 }
             }
         }
@@ -339,13 +360,27 @@ impl LibcFinder {
         let first = *checks == 0;
         if *checks < MAPS_CHECKS_PER_NAMESPACE {
             *checks += 1;
-            self.due.push((Instant::now() + MAPS_CHECK_DELAY, pid));
+            self.due.push((Instant::now() + MAPS_CHECK_DELAY, pid, ns));
         }
         if first && let Ok(root) = rootfs::open_root(pid) {
-            for (library, path) in self.wanted_paths() {
-                if let Ok((file, _)) = rootfs::open_in_root(&root, &path) {
-                    self.keep(&mut out, library, file, format!("/proc/{pid}/root{path}"));
-                }
+            let wanted = self.wanted_paths();
+            let opened = self.reads.run(key_for(ns, pid), move || {
+                Ok(wanted
+                    .into_iter()
+                    .filter_map(|(library, path)| {
+                        let (file, _) = rootfs::open_in_root(&root, &path).ok()?;
+                        Some((library, file, path))
+                    })
+                    .collect::<Vec<_>>())
+            });
+            for (library, file, path) in opened.unwrap_or_default() {
+                self.keep(
+                    &mut out,
+                    ns,
+                    library,
+                    file,
+                    format!("/proc/{pid}/root{path}"),
+                );
             }
         }
         out
@@ -357,15 +392,15 @@ impl LibcFinder {
         if self.due.is_empty() {
             return out;
         }
-        let due: Vec<u32> = self
+        let due: Vec<(u32, u64)> = self
             .due
             .iter()
-            .filter(|(t, _)| *t <= now)
-            .map(|(_, p)| *p)
+            .filter(|(t, _, _)| *t <= now)
+            .map(|(_, p, ns)| (*p, *ns))
             .collect();
-        self.due.retain(|(t, _)| *t > now);
-        for pid in due {
-            self.read_maps(pid, &mut out);
+        self.due.retain(|(t, _, _)| *t > now);
+        for (pid, ns) in due {
+            self.read_maps(pid, ns, &mut out);
         }
         out
     }
@@ -377,9 +412,61 @@ impl LibcFinder {
 
     /// The libcs a process maps, opened through its map_files (exact even when the path is
     /// shadowed by a mount or the file was replaced).
-    fn read_maps(&mut self, pid: u32, out: &mut Vec<LibcFile>) {
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+    /// Runs on a reader thread: reading another process's maps waits for its memory map lock,
+    /// which that process can keep busy.
+    fn read_maps(&mut self, pid: u32, ns: u64, out: &mut Vec<LibcFile>) {
+        let wanted = self.wanted.clone();
+        let found = self
+            .reads
+            .run(key_for(ns, pid), move || Ok(maps_libraries(pid, &wanted)));
+        for (library, file, path) in found.unwrap_or_default() {
+            self.keep(out, ns, library, file, format!("/proc/{pid}/root{path}"));
+        }
+    }
+
+    fn keep(
+        &mut self,
+        out: &mut Vec<LibcFile>,
+        ns: u64,
+        library: Library,
+        file: File,
+        found_at: String,
+    ) {
+        let Ok(meta) = file.metadata() else {
             return;
+        };
+        if !meta.is_file() || self.known.contains(&(meta.dev(), meta.ino())) {
+            return;
+        }
+        let here = self.per_namespace.get(&ns).copied().unwrap_or(0);
+        if self.known.len() >= MAX_LIBRARIES || (ns != 0 && here >= MAX_LIBRARIES_PER_NAMESPACE) {
+            if self.refused == 0 {
+                tracing::warn!(
+                    found_at,
+                    "library limit reached: later libraries of this namespace, or of the node, \
+                     are not probed (counted as keytrail.libraries.refused)"
+                );
+            }
+            self.refused += 1;
+            return;
+        }
+        self.known.insert((meta.dev(), meta.ino()));
+        *self.per_namespace.entry(ns).or_default() += 1;
+        out.push(LibcFile {
+            library,
+            found_at,
+            file,
+        });
+    }
+}
+
+/// The wanted libraries process `pid` maps, opened through its map_files (exact even when the
+/// path is shadowed by a mount or the file was replaced), with their paths.
+fn maps_libraries(pid: u32, wanted: &[Library]) -> Vec<(Library, File, String)> {
+    let mut found = Vec::new();
+    {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return found;
         };
         let mut seen_here: HashSet<&str> = HashSet::new();
         for line in maps.lines() {
@@ -395,37 +482,43 @@ impl LibcFinder {
                 continue;
             };
             let base = path.rsplit('/').next().unwrap_or(path);
-            let Some(library) = library_of(base, &self.wanted) else {
+            let Some(library) = library_of(base, wanted) else {
                 continue;
             };
             if !seen_here.insert(path) {
                 continue;
             }
             if let Ok(file) = File::open(format!("/proc/{pid}/map_files/{range}")) {
-                self.keep(out, library, file, format!("/proc/{pid}/root{path}"));
+                found.push((library, file, path.to_string()));
             }
         }
     }
-
-    fn keep(&mut self, out: &mut Vec<LibcFile>, library: Library, file: File, found_at: String) {
-        let Ok(meta) = file.metadata() else {
-            return;
-        };
-        if !meta.is_file() || self.known.len() >= MAX_LIBRARIES {
-            return;
-        }
-        if self.known.insert((meta.dev(), meta.ino())) {
-            out.push(LibcFile {
-                library,
-                found_at,
-                file,
-            });
-        }
-    }
+    found
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_namespace_cannot_use_up_the_library_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = LibcFinder::new(&[Library::Libc]);
+        let mut out = Vec::new();
+        let mut plant = |f: &mut LibcFinder, ns: u64, i: usize| {
+            let p = dir.path().join(format!("libc-{ns}-{i}.so.6"));
+            std::fs::write(&p, b"x").unwrap();
+            let file = File::open(&p).unwrap();
+            f.keep(&mut out, ns, Library::Libc, file, p.display().to_string());
+        };
+        for i in 0..MAX_LIBRARIES_PER_NAMESPACE + 5 {
+            plant(&mut f, 7, i);
+        }
+        assert_eq!(f.refused(), 5);
+        // Another namespace still gets its libraries.
+        plant(&mut f, 8, 0);
+        assert_eq!(f.refused(), 5);
+        assert_eq!(out.len(), MAX_LIBRARIES_PER_NAMESPACE + 1);
+    }
+
     use super::*;
 
     #[test]

@@ -118,6 +118,9 @@ impl Pipeline {
                 _ = libc_ticker.tick(), if self.libcs.as_ref().is_some_and(LibcFinder::has_due) => {
                     let found = self.libcs.as_mut().map(|f| f.check_due(std::time::Instant::now()));
                     self.attach_libcs(found.unwrap_or_default());
+                    if let Some(f) = &self.libcs {
+                        counters.libraries_refused.store(f.refused(), Ordering::Relaxed);
+                    }
                     continue;
                 }
             };
@@ -314,6 +317,9 @@ impl Pipeline {
                 };
                 if let Some(finder) = &mut self.libcs {
                     let found = finder.on_exec(h.pid, ns_key);
+                    counters
+                        .libraries_refused
+                        .store(finder.refused(), Ordering::Relaxed);
                     self.attach_libcs(found);
                 }
                 let (proc, cgroup_path, time) = self.who(h);

@@ -33,6 +33,8 @@ pub struct AgentCounters {
     /// and the repairs of the process table from /proc they caused.
     pub lifecycle_lost: std::sync::atomic::AtomicU64,
     pub lifecycle_repairs: std::sync::atomic::AtomicU64,
+    /// libc/libssl files not probed: the node's or a mount namespace's limit was reached.
+    pub libraries_refused: std::sync::atomic::AtomicU64,
 }
 
 /// Builds one stats record. `final_report` marks the last one, written at shutdown.
@@ -109,6 +111,10 @@ pub fn stats_record(
         )
         .set("keytrail.opens.truncated", load(&counters.files.truncated))
         .set("keytrail.homes.known", load(&counters.files.homes.known))
+        .set(
+            "keytrail.libraries.refused",
+            load(&counters.libraries_refused),
+        )
         .set(
             "keytrail.homes.refused",
             load(&counters.files.homes.refused),

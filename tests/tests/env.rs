@@ -170,7 +170,10 @@ fn long_names_and_long_values_are_reported() {
             && e["keytrail.credential.env_var"] == long_name
     });
     assert_eq!(e["keytrail.credential.kind"], "github_token", "{e}");
-    assert!(e.get("keytrail.credential.value_truncated").is_none(), "{e}");
+    assert!(
+        e.get("keytrail.credential.value_truncated").is_none(),
+        "{e}"
+    );
     let e = agent.wait_for("the variable with a long value", |e| {
         e["keytrail.credential.source"] == "env"
             && e["process.pid"] == pid

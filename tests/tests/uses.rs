@@ -321,7 +321,17 @@ fn a_restart_on_the_same_state_continues_counts_without_duplicate_rows() {
         .collect();
     assert_eq!(matching.len(), 1, "one row per credential: {rows:?}");
     assert_eq!(matching[0]["uses"], counts[1], "{rows:?}");
-    assert_eq!(matching[0]["shared_by"], 1, "{rows:?}");
+    // The agents of this file's other tests, running meanwhile, read the key file too when
+    // they classify what they saw opened, and this agent reports their reads like any
+    // process's: only the signing workload counts here.
+    let holders: Vec<&str> = matching[0]["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .filter(|w| *w != "process/keytrail")
+        .collect();
+    assert_eq!(holders.len(), 1, "{rows:?}");
 }
 
 #[test]
