@@ -2,8 +2,9 @@
 //! (a FUSE or NFS mount can make an open or a read wait for ever), so every such read runs on
 //! a small pool of reader threads and is waited for at most a timeout. A read still running at
 //! its timeout is left to finish on its thread, and a fresh thread takes its place; until it
-//! returns, later reads with the same key (the reader's mount namespace) fail at once instead
-//! of waiting again, so one stalled filesystem costs one timeout, not one per event. Reads
+//! returns, later reads with the same key (the reader's mount namespace and the mount the path
+//! lies on) fail at once instead of waiting again, so one stalled filesystem costs one
+//! timeout, not one per event, and nothing to the other mounts. Reads
 //! stuck at once are bounded; beyond that bound every read fails at once, and says so.
 
 use std::{
@@ -17,8 +18,10 @@ use crate::rootfs::ReadError;
 
 /// Reader threads kept ready.
 const WORKERS: usize = 4;
-/// Reads left running past their timeout, at most; beyond it reads fail at once.
-pub const MAX_STUCK: usize = 32;
+/// Reads left running past their timeout, at most; beyond it reads fail at once. Each holds a
+/// thread (with a small stack).
+pub const MAX_STUCK: usize = 128;
+const STACK_BYTES: usize = 512 * 1024;
 /// How long a read is waited for on the calling thread before it is handed to the runtime
 /// as blocking (almost every read is done by then).
 const QUICK: Duration = Duration::from_millis(20);
@@ -70,6 +73,7 @@ impl FileReads {
         let queue = Arc::clone(&self.queue);
         let spawned = thread::Builder::new()
             .name("keytrail-read".into())
+            .stack_size(STACK_BYTES)
             .spawn(move || {
                 loop {
                     let job = match lock(&queue).recv() {
@@ -99,6 +103,18 @@ impl FileReads {
         key: u64,
         read: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
     ) -> Result<T, ReadError> {
+        self.run_keyed(key, || key, read)
+    }
+
+    /// [`FileReads::run`], where a read that times out is held stuck under the key
+    /// `stuck_key` gives then (the key computed afresh, when the one it was sent with came
+    /// from a cache that may be stale).
+    pub fn run_keyed<T: Send + 'static>(
+        &self,
+        key: u64,
+        stuck_key: impl FnOnce() -> u64,
+        read: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
+    ) -> Result<T, ReadError> {
         {
             let stuck = lock(&self.stuck);
             if stuck.total >= MAX_STUCK || stuck.by_key.get(&key).is_some_and(|n| *n > 0) {
@@ -107,12 +123,16 @@ impl FileReads {
         }
         let (tx, rx) = mpsc::sync_channel(1);
         let phase = Arc::new(Mutex::new(Phase::Waiting(tx)));
+        // Where the read is counted stuck if it times out; fixed before it is abandoned.
+        let key_cell = Arc::new(std::sync::atomic::AtomicU64::new(key));
+        let job_key = Arc::clone(&key_cell);
         let job_phase = Arc::clone(&phase);
         let stuck = Arc::clone(&self.stuck);
         let job: Job = Box::new(move || {
             // A read abandoned while queued is not started at all.
+            let key = || job_key.load(std::sync::atomic::Ordering::Acquire);
             if matches!(*lock(&job_phase), Phase::Abandoned) {
-                release(&stuck, key);
+                release(&stuck, key());
                 return true;
             }
             let result = read();
@@ -122,7 +142,7 @@ impl FileReads {
                     false
                 }
                 Phase::Abandoned => {
-                    release(&stuck, key);
+                    release(&stuck, key());
                     true
                 }
             }
@@ -139,10 +159,12 @@ impl FileReads {
         }
         // Timed out: unless the result landed meanwhile, the read is abandoned and counted
         // as stuck under its key until its thread comes back.
+        let key = stuck_key();
         let mut phase = lock(&phase);
         if let Ok(result) = rx.try_recv() {
             return result;
         }
+        key_cell.store(key, std::sync::atomic::Ordering::Release);
         *phase = Phase::Abandoned;
         drop(phase);
         {
@@ -187,8 +209,80 @@ pub fn key_for(mnt_ns: u64, pid: u32) -> u64 {
     }
 }
 
+fn hash_key(parts: impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(parts)
+}
+
+/// The key of a read through descriptor `fd` of process `pid`: the namespace and the mount the
+/// descriptor's file lies on (from its fdinfo, a procfs file no workload can stall).
+pub fn key_for_descriptor(mnt_ns: u64, pid: u32, fd: i32) -> u64 {
+    let base = key_for(mnt_ns, pid);
+    let mnt_id = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("mnt_id:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+    hash_key((base, "descriptor", mnt_id.unwrap_or(u64::MAX), pid))
+}
+
+/// The key of a read of `path` in mount namespace `mnt_ns`: the namespace and the mount the
+/// path lies on (the longest of `mounts`, mount points as the namespace sees them), so a
+/// stalled file system makes only its own reads skip, not the namespace's. Without the mount
+/// table (the reader is gone), the path's directory stands for its mount.
+pub fn key_for_path(mnt_ns: u64, pid: u32, mounts: &[String], path: &str) -> u64 {
+    let base = key_for(mnt_ns, pid);
+    let mount = mounts
+        .iter()
+        .filter(|m| {
+            m.as_str() == "/"
+                || path == m.as_str()
+                || path
+                    .strip_prefix(m.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .max_by_key(|m| m.len());
+    match mount {
+        Some(m) => hash_key((base, m.as_str())),
+        None => {
+            let dir = path.rsplit_once('/').map_or(path, |(d, _)| d);
+            hash_key((base, "directory", dir))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_on_different_mounts_of_a_namespace_have_different_keys() {
+        let mounts: Vec<String> = ["/", "/mnt/fuse", "/mnt/fuse/inner", "/mnt/fu"]
+            .map(String::from)
+            .to_vec();
+        let key = |p: &str| key_for_path(42, 1, &mounts, p);
+        assert_eq!(key("/etc/x.pem"), key("/home/a/.env"));
+        assert_ne!(key("/etc/x.pem"), key("/mnt/fuse/a.pem"));
+        assert_eq!(key("/mnt/fuse/a.pem"), key("/mnt/fuse/deep/b.pem"));
+        assert_ne!(key("/mnt/fuse/a.pem"), key("/mnt/fuse/inner/a.pem"));
+        // A prefix of a name is not its mount.
+        assert_eq!(key("/mnt/fusex/a.pem"), key("/etc/x.pem"));
+        // Another namespace, another key; no mounts known: the namespace's key.
+        assert_ne!(
+            key_for_path(43, 1, &mounts, "/etc/x.pem"),
+            key("/etc/x.pem")
+        );
+        // No mount table: keyed by directory.
+        assert_eq!(
+            key_for_path(42, 1, &[], "/etc/x.pem"),
+            key_for_path(42, 1, &[], "/etc/y")
+        );
+        assert_ne!(
+            key_for_path(42, 1, &[], "/etc/x.pem"),
+            key_for_path(42, 1, &[], "/tmp/x")
+        );
+    }
+
     use std::sync::mpsc::Receiver;
 
     use super::*;

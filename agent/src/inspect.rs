@@ -15,13 +15,17 @@ use std::{
 
 use crate::{
     credential::{Classifier, Credential, Kind},
-    file_reads::{FileReads, key_for},
+    file_reads::{FileReads, key_for, key_for_descriptor, key_for_path},
     rootfs::{self, FileIdentity, ReadError},
     roots::{RootSource, Roots},
 };
 
 /// How long a workload's file may take to open and read before it is reported as timed out.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a mount namespace's list of mount points is reused before it is read again.
+const MOUNTS_TTL: Duration = Duration::from_secs(5);
+/// Mount namespaces whose mount points are remembered, at most.
+const MAX_MOUNT_TABLES: usize = 4096;
 
 /// Cached classifications; cleared wholesale when full (a rare event: distinct credential
 /// files on one node are few).
@@ -91,6 +95,9 @@ pub struct Inspector {
     /// The identities in `cache`, for reader threads to skip reading what is cached.
     cached_ids: Arc<Mutex<HashSet<FileIdentity>>>,
     reads: FileReads,
+    /// Mount points by mount namespace (as its processes see them), to key reads by the mount
+    /// they lie on.
+    mounts: HashMap<u64, (std::time::Instant, Arc<Vec<String>>)>,
     /// Files found to hold credentials, by (inode, device): what the kernel checks every open
     /// against (KNOWN_FILES), and what such an open held.
     known: HashMap<(u64, u64), Arc<Content>>,
@@ -114,6 +121,7 @@ impl Inspector {
             cache: HashMap::new(),
             cached_ids: Arc::default(),
             reads: FileReads::new(READ_TIMEOUT),
+            mounts: HashMap::new(),
             known: HashMap::new(),
             newly_known: None,
             known_reset: false,
@@ -148,7 +156,14 @@ impl Inspector {
         env_hint: Option<&str>,
         now: SystemTime,
     ) -> Inspection {
-        let key = key_for(reader.mnt_ns, reader.pid);
+        let key = match reader.descriptor {
+            Some((fd, _, _)) => key_for_descriptor(reader.mnt_ns, reader.pid, fd),
+            None => {
+                let mounts =
+                    self.mount_points(reader.mnt_ns, reader.root_pid.unwrap_or(reader.pid));
+                key_for_path(reader.mnt_ns, reader.pid, &mounts, path)
+            }
+        };
         let (plan, via, root) = if let Some((fd, ino, dev)) = reader.descriptor {
             let plan = OpenPlan::Descriptor {
                 pid: reader.pid,
@@ -186,9 +201,32 @@ impl Inspector {
         };
         let cached = Arc::clone(&self.cached_ids);
         let cap = self.max_file_bytes;
+        // A read that times out is held stuck under its mount as the namespace has it now
+        // (the cached mount table may predate the mount).
+        let (mnt_ns, pid, root_pid) = (
+            reader.mnt_ns,
+            reader.pid,
+            reader.root_pid.unwrap_or(reader.pid),
+        );
+        let fresh_key = || match reader.descriptor {
+            Some(_) => key,
+            None => key_for_path(mnt_ns, pid, &read_mount_points(root_pid), path),
+        };
         let opened = self
             .reads
-            .run(key, move || plan.open_and_read(cap, &cached));
+            .run_keyed(key, fresh_key, move || plan.open_and_read(cap, &cached));
+        if matches!(opened, Err(ReadError::TimedOut)) {
+            self.mounts.remove(&mnt_ns);
+        }
+        if let Err(ReadError::TimedOut) = &opened {
+            // At most one per stalled mount: later reads there are skipped, not waited for.
+            tracing::warn!(
+                path,
+                pid = reader.pid,
+                "a workload's file did not open or read in time (a stalled file system?); \
+                 later reads on its mount are skipped until it returns"
+            );
+        }
         let (identity, read) = match opened {
             Ok(o) => o,
             Err(e) if via == ReadVia::Descriptor => return self.known_or(reader, e),
@@ -239,6 +277,30 @@ impl Inspector {
             identity: Some(identity),
             via: Some(via),
         }
+    }
+
+    /// The mount points of mount namespace `mnt_ns` as process `pid` sees them (read from its
+    /// mountinfo, a procfs file no workload can stall; reused for a few seconds); empty when
+    /// unknown.
+    fn mount_points(&mut self, mnt_ns: u64, pid: u32) -> Arc<Vec<String>> {
+        let now = std::time::Instant::now();
+        if mnt_ns != 0
+            && let Some((at, mounts)) = self.mounts.get(&mnt_ns)
+            && now.duration_since(*at) < MOUNTS_TTL
+        {
+            return Arc::clone(mounts);
+        }
+        let mounts = Arc::new(read_mount_points(pid));
+        if mounts.is_empty() {
+            return mounts;
+        }
+        if mnt_ns != 0 {
+            if self.mounts.len() >= MAX_MOUNT_TABLES {
+                self.mounts.clear();
+            }
+            self.mounts.insert(mnt_ns, (now, Arc::clone(&mounts)));
+        }
+        mounts
     }
 
     /// Remembers what a file of this identity held (cleared wholesale when full).
@@ -426,6 +488,18 @@ impl Inspector {
     ) -> Content {
         classify_bytes(&self.classifier, bytes, path, env_hint, now)
     }
+}
+
+/// The mount points process `pid` sees (its mountinfo, a procfs file no workload can stall);
+/// empty when it is gone.
+fn read_mount_points(pid: u32) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(crate::workload::unescape_mountinfo)
+        .collect()
 }
 
 /// How a reader thread reaches a file.

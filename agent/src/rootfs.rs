@@ -49,7 +49,7 @@ pub enum ReadError {
     Io(String),
     #[error("the read did not finish in time (a stalled filesystem?)")]
     TimedOut,
-    #[error("skipped: an earlier read of the same workload's files has not finished")]
+    #[error("skipped: an earlier read on the same mount has not finished")]
     Stalled,
 }
 

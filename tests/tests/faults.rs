@@ -5,7 +5,10 @@ use std::{
     process::{Child, ChildStdin, Command, Stdio},
 };
 
-use keytrail_tests::{ALNUM, Agent, CgroupGuard, Workload, keytrail_bin, random, retry_until};
+use keytrail_tests::{
+    ALNUM, Agent, CgroupGuard, Launch, Workload, keytrail, keytrail_bin, random, retry_until,
+    run_in_cgroup,
+};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_kt-workload");
 const STALLFS: &str = env!("CARGO_BIN_EXE_kt-stallfs");
@@ -168,9 +171,28 @@ fn a_stalled_filesystem_costs_one_timeout_and_no_other_workload_its_records() {
     });
     assert_eq!(
         e["keytrail.credential.unreadable"],
-        "skipped: an earlier read of the same workload's files has not finished",
+        "skipped: an earlier read on the same mount has not finished",
         "{e}"
     );
+
+    // The same namespace's files on another mount are still read meanwhile.
+    let elsewhere = tempfile::Builder::new()
+        .prefix("kt-elsewhere-")
+        .tempdir()
+        .unwrap();
+    let other_file = elsewhere.path().join(".env");
+    let other_token = format!("ghp_{}", random(ALNUM, 36));
+    stalled.run(&format!(
+        "write-text {} GITHUB_TOKEN={other_token}",
+        other_file.display()
+    ));
+    stalled.run(&format!("open {}", other_file.display()));
+    let e = agent.wait_for("the read on another mount", |e| {
+        e["process.pid"] == stalled_pid
+            && e["file.path"] == other_file.to_str().unwrap()
+            && e["keytrail.file.open.access"] == "read"
+    });
+    assert_eq!(e["keytrail.credential.kind"], "github_token", "{e}");
 
     // The filesystem answers again: so does the agent.
     mount.release();
@@ -265,5 +287,127 @@ fn tracefs_the_agent_mounted_is_unmounted_at_sigterm() {
     assert!(
         agent_log.contains("mounted tracefs on /sys/kernel/tracing"),
         "{context}"
+    );
+}
+
+/// A small tmpfs mounted on a fresh directory; unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("kt-disk-")
+            .tempdir()
+            .unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a tmpfs");
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Fills what is left with one file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.path("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            if let Err(e) = f.write_all(&block) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                break;
+            }
+        }
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The state directory fills up: the agent keeps tracing (every access still reaches its JSON
+/// lines), says once that the inventory cannot be written, and writes it again once space
+/// returns.
+#[test]
+fn a_full_state_disk_costs_inventory_rows_only_until_space_returns() {
+    let disk = SmallDisk::new("2m");
+    let state = disk.path("keytrail.db");
+    let mut agent = Agent::launch(Launch {
+        state: Some(&state),
+        ..Launch::default()
+    });
+    let files = tempfile::Builder::new()
+        .prefix("kt-full-")
+        .tempdir()
+        .unwrap();
+    let cgroup = CgroupGuard::new("full-disk");
+    let read_token = |agent: &mut Agent, name: &str| -> String {
+        let path = files.path().join(name).join(".env");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let token = format!("ghp_{}", random(ALNUM, 36));
+        std::fs::write(&path, format!("GITHUB_TOKEN={token}\n")).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let (pid, _) = run_in_cgroup(&cgroup, "/bin/cat", &[&path], &[]);
+        let e = agent.wait_for(name, |e| {
+            e["process.pid"] == pid && e["keytrail.credential.kind"] == "github_token"
+        });
+        e["keytrail.credential.fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let in_inventory = |fp: &str| -> bool {
+        let out = keytrail(&[
+            "report",
+            "--state",
+            state.to_str().unwrap(),
+            "--format",
+            "json",
+            "--only",
+            "all",
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains(fp)
+    };
+
+    let filler = disk.fill();
+    read_token(&mut agent, "while-full");
+    agent.wait_until("the agent saying the inventory cannot be written", |a| {
+        a.log()
+            .contains("cannot write the inventory")
+            .then_some(serde_json::Value::Null)
+    });
+    // Tracing goes on while the disk is full.
+    read_token(&mut agent, "still-full");
+    std::fs::remove_file(&filler).unwrap();
+    let written = read_token(&mut agent, "after");
+    retry_until("the row written once space returned", || {
+        in_inventory(&written).then_some(())
+    });
+    let run = agent.stop();
+    assert_eq!(
+        run.stderr.matches("cannot write the inventory").count(),
+        1,
+        "said once: {}",
+        run.stderr
     );
 }
