@@ -242,9 +242,10 @@ impl Inspector {
         let bytes = match read {
             Ok(Read::Bytes(b)) => Ok(b),
             // Cached when the reader thread looked, evicted since: read it after all.
-            Ok(Read::Cached(file)) => self
-                .reads
-                .run(key, move || rootfs::read_capped(file, &identity, cap)),
+            Ok(Read::Cached(handle)) => self.reads.run(key, move || {
+                let file = rootfs::open_resolved(&handle, &identity)?;
+                rootfs::read_capped(file, &identity, cap)
+            }),
             Err(e) => Err(e),
         };
         let bytes = match bytes {
@@ -518,7 +519,7 @@ enum OpenPlan {
 /// What a reader thread got from an opened file.
 enum Read {
     Bytes(Vec<u8>),
-    /// Not read: its identity was cached (the file is handed back in case it no longer is).
+    /// Not read: its identity was cached (its handle is handed back in case it no longer is).
     Cached(std::fs::File),
 }
 
@@ -530,11 +531,12 @@ impl OpenPlan {
         cap: u64,
         cached: &Mutex<HashSet<FileIdentity>>,
     ) -> Result<(FileIdentity, Result<Read, ReadError>), ReadError> {
+        // By path, the file is resolved without being opened: a cached one is not opened at all.
         let (file, identity) = match self {
             OpenPlan::Descriptor { pid, fd, ino, dev } => {
                 rootfs::open_descriptor(pid, fd, ino, dev)?
             }
-            OpenPlan::InRoot { root, path } => rootfs::open_in_root(&root, &path)?,
+            OpenPlan::InRoot { root, path } => rootfs::resolve_in_root(&root, &path)?,
         };
         let is_cached = cached
             .lock()
@@ -543,7 +545,9 @@ impl OpenPlan {
         if is_cached {
             return Ok((identity, Ok(Read::Cached(file))));
         }
-        let read = rootfs::read_capped(file, &identity, cap).map(Read::Bytes);
+        let read = rootfs::open_resolved(&file, &identity)
+            .and_then(|file| rootfs::read_capped(file, &identity, cap))
+            .map(Read::Bytes);
         Ok((identity, read))
     }
 }

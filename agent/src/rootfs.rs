@@ -144,6 +144,16 @@ pub fn open_in_root(
     root: &OwnedFd,
     path: &str,
 ) -> Result<(std::fs::File, FileIdentity), ReadError> {
+    let (handle, identity) = resolve_in_root(root, path)?;
+    reopen_checked(&handle, identity.ino, identity.dev)
+}
+
+/// Resolves `path` through `root` to an `O_PATH` handle of a regular file, and its identity:
+/// enough to tell a cached file without opening it.
+pub fn resolve_in_root(
+    root: &OwnedFd,
+    path: &str,
+) -> Result<(std::fs::File, FileIdentity), ReadError> {
     let handle = openat2_in_root(root, path, libc::O_PATH | libc::O_CLOEXEC)?;
     let checked = handle
         .metadata()
@@ -151,7 +161,16 @@ pub fn open_in_root(
     if !checked.file_type().is_file() {
         return Err(ReadError::NotRegular);
     }
-    reopen_checked(&handle, checked.ino(), checked.dev())
+    Ok((handle, identity_of(&checked)))
+}
+
+/// Opens for reading the file a handle from [`resolve_in_root`] (or any descriptor) holds, if
+/// it still is the file of `identity`.
+pub fn open_resolved(
+    handle: &std::fs::File,
+    identity: &FileIdentity,
+) -> Result<std::fs::File, ReadError> {
+    reopen_checked(handle, identity.ino, identity.dev).map(|(file, _)| file)
 }
 
 /// Opens for reading the regular file an `O_PATH` `handle` holds, through the agent's own
