@@ -142,12 +142,6 @@ impl Inspector {
         self.roots.seed_from_proc();
     }
 
-    /// Waits for reads with this timeout instead of [`READ_TIMEOUT`].
-    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
-        self.reads = FileReads::new(timeout);
-        self
-    }
-
     /// Reads and classifies `path` as `reader` sees it.
     pub fn inspect(
         &mut self,
@@ -215,11 +209,10 @@ impl Inspector {
         let opened = self
             .reads
             .run_keyed(key, fresh_key, move || plan.open_and_read(cap, &cached));
-        if matches!(opened, Err(ReadError::TimedOut)) {
-            self.mounts.remove(&mnt_ns);
-        }
         if let Err(ReadError::TimedOut) = &opened {
-            // At most one per stalled mount: later reads there are skipped, not waited for.
+            // The mount table is read afresh next time; at most one warning per stalled
+            // mount: later reads there are skipped, not waited for.
+            self.mounts.remove(&mnt_ns);
             tracing::warn!(
                 path,
                 pid = reader.pid,
@@ -316,11 +309,6 @@ impl Inspector {
         }
         self.cache.insert(identity, content);
         ids.insert(identity);
-    }
-
-    /// Reads stuck past their timeout now.
-    pub fn stuck_reads(&self) -> usize {
-        self.reads.stuck()
     }
 
     /// What a known credential file held, for an open by identity whose descriptor could not

@@ -65,15 +65,23 @@ impl Drop for StalledMount {
     }
 }
 
-/// Started with a low soft limit on open files (the usual 1024, here 256), the agent raises it
-/// to the hard limit: root handles, libraries and sockets of a busy node need more.
-#[test]
-fn the_agent_raises_its_open_file_limit() {
+/// What a shell-driven agent run printed, and the agent's log.
+struct ShellRun {
+    status: std::process::ExitStatus,
+    stdout: String,
+    log: String,
+}
+
+/// Runs `sh` (under `wrapper`, e.g. `unshare`): `before`, then the agent in the background
+/// until its first stats line (`$agent` is its pid), then `while_running`, then SIGTERM and a
+/// wait (`exit: N` printed), then `after`. For what the harness cannot set up: a soft limit, a
+/// private mount namespace.
+fn agent_in_shell(wrapper: &[&str], before: &str, while_running: &str, after: &str) -> ShellRun {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let script = r#"
-        ulimit -Sn 256 || exit 3
-        "$1" agent --jsonl "$2" --state "$3" 2>/dev/null &
+    let script = format!(
+        r#"
+        {before}
+        "$1" agent --jsonl "$2" --state "$3" 2>"$4" &
         agent=$!
         i=0
         until grep -q keytrail.agent.stats "$2" 2>/dev/null; do
@@ -81,19 +89,57 @@ fn the_agent_raises_its_open_file_limit() {
             if [ $i -gt 600 ] || ! kill -0 $agent 2>/dev/null; then echo "agent not ready"; exit 4; fi
             sleep 0.1
         done
-        grep '^Max open files' /proc/$agent/limits
+        {while_running}
         kill -TERM $agent
         wait $agent
-    "#;
-    let out = Command::new("sh")
-        .args(["-c", script, "sh"])
+        echo "exit: $?"
+        {after}
+        true
+    "#
+    );
+    let log = dir.path().join("agent.log");
+    let (program, args) = match wrapper.split_first() {
+        Some((p, rest)) => (*p, rest.to_vec()),
+        None => ("sh", Vec::new()),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&args);
+    if !wrapper.is_empty() {
+        cmd.arg("sh");
+    }
+    let out = cmd
+        .args(["-c", &script, "sh"])
         .arg(keytrail_bin())
-        .arg(&events)
+        .arg(dir.path().join("events.jsonl"))
         .arg(dir.path().join("state.db"))
+        .arg(&log)
         .output()
-        .expect("running sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{:?}: {stdout}", out.status);
+        .expect("running the agent from sh");
+    ShellRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        log: std::fs::read_to_string(&log).unwrap_or_default(),
+    }
+}
+
+/// Started with a low soft limit on open files (the usual 1024, here 256), the agent raises it
+/// to the hard limit: root handles, libraries and sockets of a busy node need more.
+#[test]
+fn the_agent_raises_its_open_file_limit() {
+    let run = agent_in_shell(
+        &[],
+        "ulimit -Sn 256 || exit 3",
+        "grep '^Max open files' /proc/$agent/limits",
+        "",
+    );
+    let stdout = &run.stdout;
+    assert!(
+        run.status.success(),
+        "{:?}: {stdout}\n{}",
+        run.status,
+        run.log
+    );
+    assert!(stdout.contains("exit: 0"), "{stdout}\n{}", run.log);
     let fields: Vec<&str> = stdout
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -235,52 +281,20 @@ fn a_stalled_filesystem_costs_one_timeout_and_no_other_workload_its_records() {
 /// automounts it) are unmounted first; the namespace's mounts are read after the agent exits.
 #[test]
 fn tracefs_the_agent_mounted_is_unmounted_at_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let script = r#"
-        set -u
+    let run = agent_in_shell(
+        &["unshare", "--mount", "--propagation", "private"],
+        r#"
         umount -l /sys/kernel/debug 2>/dev/null
         umount -l /sys/kernel/tracing 2>/dev/null
         if [ -d /sys/kernel/tracing/events ] || [ -d /sys/kernel/debug/tracing/events ]; then
             echo "tracefs still mounted"; exit 3
-        fi
-        "$1" agent --jsonl "$2" --state "$3" 2>"$4" &
-        agent=$!
-        # Ready: its first stats line.
-        i=0
-        until grep -q keytrail.agent.stats "$2" 2>/dev/null; do
-            i=$((i + 1))
-            if [ $i -gt 600 ] || ! kill -0 $agent 2>/dev/null; then echo "agent not ready"; exit 4; fi
-            sleep 0.1
-        done
-        grep -c ' - tracefs ' /proc/self/mountinfo | sed 's/^/during: /'
-        kill -TERM $agent
-        wait $agent
-        echo "exit: $?"
-        grep -c ' - tracefs ' /proc/self/mountinfo | sed 's/^/after: /'
-        true
-    "#;
-    let log = dir.path().join("agent.log");
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(keytrail_bin())
-        .arg(&events)
-        .arg(dir.path().join("state.db"))
-        .arg(&log)
-        .output()
-        .expect("running unshare");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let agent_log = std::fs::read_to_string(&log).unwrap_or_default();
+        fi"#,
+        "grep -c ' - tracefs ' /proc/self/mountinfo | sed 's/^/during: /'",
+        "grep -c ' - tracefs ' /proc/self/mountinfo | sed 's/^/after: /'",
+    );
+    let (stdout, agent_log) = (&run.stdout, &run.log);
     let context = format!("stdout:\n{stdout}\nagent log:\n{agent_log}");
-    assert!(out.status.success(), "{:?}\n{context}", out.status);
+    assert!(run.status.success(), "{:?}\n{context}", run.status);
     assert!(stdout.contains("during: 1"), "{context}");
     assert!(stdout.contains("exit: 0"), "{context}");
     assert!(stdout.contains("after: 0"), "{context}");

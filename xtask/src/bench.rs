@@ -624,6 +624,16 @@ static AGENT_PID: AtomicU32 = AtomicU32::new(0);
 /// The JSON lines file of that agent, for benchmarks that read its stats lines meanwhile.
 static AGENT_EVENTS: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+/// Shares of one CPU (1.0: a whole CPU) over measurements, as `median N%, most M%`.
+fn busy_share(values: Vec<f64>) -> String {
+    let max = values.iter().copied().reduce(f64::max);
+    format!(
+        "median {}%, most {}%",
+        fmt(median(values).map(|v| v * 100.0), 0),
+        fmt(max.map(|v| v * 100.0), 0)
+    )
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()

@@ -55,9 +55,9 @@ use serde_json::Value;
 use super::{
     AGENT_BINARY, AGENT_SUBCOMMAND, Attach, Bencher, CONFIG_FLAG, ChildGuard, DROPPED_SUFFIX,
     EVENTS_RECEIVED_KEY, JSONL_FLAG, POLL_INTERVAL, PROBE_KEY_PREFIX, PROGRAM_KEY_PREFIX,
-    READY_TIMEOUT, RUN_COUNT_SUFFIX, Sample, all_programs_table, check_interrupted, command_line,
-    dropped, fmt, header, interleave, log_tail, median, number, program_names, program_ns,
-    program_runs, records,
+    READY_TIMEOUT, RUN_COUNT_SUFFIX, Sample, all_programs_table, busy_share, check_interrupted,
+    command_line, dropped, fmt, header, interleave, log_tail, median, number, program_names,
+    program_ns, program_runs, records,
 };
 use crate::util;
 
@@ -816,14 +816,6 @@ fn report(opts: &Options, tls: &Tls, results: &Results) -> (String, usize) {
                 .is_none_or(|stats| !stats.keys().any(|k| k.starts_with(PROGRAM_KEY_PREFIX)))
         })
         .count();
-    let percent = |values: Vec<f64>| {
-        let max = values.iter().copied().reduce(f64::max);
-        format!(
-            "median {}%, most {}%",
-            fmt(median(values).map(|v| v * 100.0), 0),
-            fmt(max.map(|v| v * 100.0), 0)
-        )
-    };
     header(
         w,
         "keytrail: cost of TCP connects, TLS and writes (loopback)",
@@ -875,8 +867,8 @@ fn report(opts: &Options, tls: &Tls, results: &Results) -> (String, usize) {
                  {}; stolen by the hypervisor {}; another `{AGENT_BINARY}` process (a test's \
                  agent, whose programs every setup pays for) was running around {} of {} \
                  measurements",
-                percent(all_busy.iter().map(|b| b.others).collect()),
-                percent(all_busy.iter().map(|b| b.steal).collect()),
+                busy_share(all_busy.iter().map(|b| b.others).collect()),
+                busy_share(all_busy.iter().map(|b| b.steal).collect()),
                 results.beside_other_agent,
                 opts.rounds * Item::ALL.len() * Setup::ALL.len(),
             ),

@@ -49,8 +49,8 @@ use serde_json::{Map, Value};
 use super::{
     AGENT_BINARY, AGENT_EVENTS, AGENT_PID, AGENT_SUBCOMMAND, Attach, Bencher, ChildGuard,
     DROPPED_SUFFIX, EVENTS_RECEIVED_KEY, JSONL_FLAG, PROBE_KEY_PREFIX, PROGRAM_KEY_PREFIX,
-    RUN_COUNT_SUFFIX, RUN_TIME_SUFFIX, Sample, check_interrupted, fmt, header, interleave,
-    last_stats_line, lock, log_tail, median,
+    RUN_COUNT_SUFFIX, RUN_TIME_SUFFIX, Sample, busy_share, check_interrupted, fmt, header,
+    interleave, last_stats_line, lock, log_tail, median,
     net::{Activity, Busy, enable_run_time_stats},
     number,
     pipeline::{BenchCgroups, cpu_seconds, join_cgroup, rss_mib_of},
@@ -518,14 +518,6 @@ fn report(opts: &Options, measured: &[Measured]) -> (String, Vec<String>) {
         .iter()
         .filter_map(|m| m.storm.busy)
         .collect::<Vec<_>>();
-    let range = |values: Vec<f64>| {
-        let max = values.iter().copied().reduce(f64::max);
-        format!(
-            "median {}%, most {}%",
-            fmt(median(values).map(|v| v * 100.0), 0),
-            fmt(max.map(|v| v * 100.0), 0)
-        )
-    };
     header(
         w,
         "keytrail: connection storm (loopback)",
@@ -552,8 +544,8 @@ fn report(opts: &Options, measured: &[Measured]) -> (String, Vec<String>) {
                 "machine activity during the measurements, in % of one CPU: other processes {}; \
                  stolen by the hypervisor {}; another `{AGENT_BINARY}` process was running \
                  around {} of {} measurements",
-                range(busy.iter().map(|b| b.others).collect()),
-                range(busy.iter().map(|b| b.steal).collect()),
+                busy_share(busy.iter().map(|b| b.others).collect()),
+                busy_share(busy.iter().map(|b| b.steal).collect()),
                 measured.iter().filter(|m| m.storm.other_agents > 0).count(),
                 measured.len()
             ),
